@@ -1,0 +1,173 @@
+"""Argument checks and error messages shared by both backends.
+
+Every function here works on plain Python values (ints, shapes, dtype names), so the NumPy and the
+torch backend raise exactly the same errors with exactly the same words. Each backend extracts those
+values from its own arrays and calls in here *before* computing or changing anything.
+"""
+from __future__ import annotations
+
+import operator
+
+#: One-hot arrays larger than this many bytes are refused (2 GiB). Pass ``max_bytes=`` to change it.
+DEFAULT_MAX_BYTES = 2 * 1024**3
+
+BAG_MODES = ("sum", "mean", "max")
+
+
+def count(value, name: str) -> int:
+    """A non-negative Python int (``num_embeddings``, ``num_buckets``...), else TypeError/ValueError."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got the bool {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}") from None
+    if n < 0:
+        raise ValueError(f"{name} must be non-negative, got {n}")
+    return n
+
+
+def positive(value, name: str) -> int:
+    n = count(value, name)
+    if n == 0:
+        raise ValueError(f"{name} must be positive, got 0")
+    return n
+
+
+def index_dtype(kind: str, dtype_name: str, what: str = "indices") -> None:
+    """``kind`` is 'int', 'bool' or 'other' (the backend decides); only integers are indices."""
+    if kind == "bool":
+        raise TypeError(
+            f"{what} must be integers, got booleans (dtype {dtype_name}); "
+            "to select rows with a mask, convert it with nonzero() first"
+        )
+    if kind != "int":
+        raise TypeError(f"{what} must be integers, got dtype {dtype_name}")
+
+
+def index_range(lowest: int, highest: int, num_embeddings: int, what: str = "index") -> None:
+    """Every index must lie in ``[0, num_embeddings)``; name the first bad value found."""
+    if lowest < 0:
+        raise IndexError(
+            f"{what} {lowest} is out of range for num_embeddings={num_embeddings}: negative indices are "
+            f"not allowed (NumPy would silently wrap {lowest} to row {num_embeddings + lowest}); "
+            f"valid indices are 0..{num_embeddings - 1}"
+        )
+    if highest >= num_embeddings:
+        valid = f"0..{num_embeddings - 1}" if num_embeddings else "none (the table is empty)"
+        raise IndexError(
+            f"{what} {highest} is out of range for num_embeddings={num_embeddings}; valid indices are {valid}"
+        )
+
+
+def weight_shape(shape: tuple) -> None:
+    if len(shape) != 2:
+        raise ValueError(
+            f"weight must be 2-D (num_embeddings, embedding_dim), got {len(shape)}-D with shape {tuple(shape)}"
+        )
+
+
+def onehot_size(index_shape: tuple, num_embeddings: int, itemsize: int, dtype_name: str, max_bytes) -> None:
+    """Refuse, before allocating, a one-hot array that would exceed ``max_bytes``."""
+    rows = 1
+    for s in index_shape:
+        rows *= int(s)
+    need = rows * num_embeddings * itemsize
+    if max_bytes is not None and need > max_bytes:
+        raise ValueError(
+            f"the one-hot array would need {format_bytes(need)} ({rows:,} x {num_embeddings:,} {dtype_name} "
+            f"entries), more than max_bytes={format_bytes(max_bytes)}; use lookup(indices, weight), which "
+            f"reads the same rows without building the one-hot array (or raise max_bytes)"
+        )
+
+
+def format_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:,.2f} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
+
+
+def same_shape(got: tuple, expected: tuple, name: str, because: str) -> None:
+    if tuple(got) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)} ({because}), got {tuple(got)}")
+
+
+def padding_idx(padding_idx, num_embeddings: int):
+    """Normalise ``padding_idx`` as torch does: ``None``, or an int in ``[-V, V)`` mapped to ``[0, V)``."""
+    if padding_idx is None:
+        return None
+    p = count(abs(padding_idx), "padding_idx") * (1 if padding_idx >= 0 else -1)
+    if not -num_embeddings <= p < num_embeddings:
+        raise ValueError(
+            f"padding_idx must be in [-{num_embeddings}, {num_embeddings}) for num_embeddings={num_embeddings}, "
+            f"got {padding_idx}"
+        )
+    return p % num_embeddings
+
+
+def max_norm(value, norm_type):
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"max_norm must be a positive number or None, got {value!r}")
+    if not isinstance(norm_type, (int, float)) or isinstance(norm_type, bool) or not norm_type > 0:
+        raise ValueError(f"norm_type must be a positive number, got {norm_type!r}")
+    return float(value)
+
+
+def bag_mode(mode: str, has_weights: bool) -> None:
+    if mode not in BAG_MODES:
+        raise ValueError(f"mode must be one of {BAG_MODES}, got {mode!r}")
+    if has_weights and mode != "sum":
+        raise ValueError(
+            f"per_sample_weights is only supported with mode='sum', got mode={mode!r} "
+            "(a weighted mean is a weighted sum with weights that add up to 1 in each bag)"
+        )
+
+
+def bag_layout(index_ndim: int, has_offsets: bool) -> None:
+    if index_ndim == 2 and has_offsets:
+        raise ValueError(
+            "offsets must be None when indices are 2-D: each row of a 2-D indices array is one bag"
+        )
+    if index_ndim == 1 and not has_offsets:
+        raise ValueError("offsets are required when indices are 1-D (offsets[i] is where bag i starts)")
+    if index_ndim not in (1, 2):
+        raise ValueError(f"indices of a bag must be 1-D (with offsets) or 2-D (one bag per row), got {index_ndim}-D")
+
+
+def bag_offsets(n_offsets: int, first, decrease, last, num_indices: int, include_last_offset: bool) -> None:
+    """Offsets start at 0, never decrease, never run past the indices.
+
+    The backend passes summaries computed in one vectorised pass: ``first`` and ``last`` entries, and
+    ``decrease`` = ``(i, offsets[i-1], offsets[i])`` for the first place they go down, or None.
+    """
+    if include_last_offset and n_offsets == 0:
+        raise ValueError("with include_last_offset=True, offsets needs at least one entry (the end of the last bag)")
+    if n_offsets == 0:
+        return
+    if first != 0:
+        raise ValueError(f"offsets must start at 0 (the first bag starts at the first index), got offsets[0]={first}")
+    if decrease is not None:
+        i, a, b = decrease
+        raise ValueError(f"offsets must not decrease, got offsets[{i - 1}]={a} > offsets[{i}]={b}")
+    if last > num_indices:
+        raise ValueError(
+            f"offsets run past the indices: offsets[{n_offsets - 1}]={last} but there are only {num_indices} indices"
+        )
+
+
+def neighbors_k(k, available: int) -> int:
+    k = positive(k, "k")
+    if k > available:
+        raise ValueError(f"k={k} is more than the {available} candidate rows")
+    return k
+
+
+METRICS = ("cosine", "dot", "euclidean")
+
+
+def metric(name: str) -> None:
+    if name not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {name!r}")

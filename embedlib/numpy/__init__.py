@@ -1,0 +1,28 @@
+"""embedlib's NumPy backend: every operation on NumPy arrays, CPU only.
+
+``from embedlib import numpy as el`` gives the same names as ``from embedlib import torch as el``.
+"""
+from embedlib._checks import DEFAULT_MAX_BYTES
+from embedlib.numpy.bag import embedding_bag
+from embedlib.numpy.hashing import hash_bucket
+from embedlib.numpy.layers import Embedding, EmbeddingBag, SparseGrad
+from embedlib.numpy.lookup import lookup, lookup_backward
+from embedlib.numpy.neighbors import Neighbors, nearest_neighbors
+from embedlib.numpy.onehot import one_hot, onehot_matmul
+from embedlib.numpy.renorm import renorm_
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "Embedding",
+    "EmbeddingBag",
+    "Neighbors",
+    "SparseGrad",
+    "embedding_bag",
+    "hash_bucket",
+    "lookup",
+    "lookup_backward",
+    "nearest_neighbors",
+    "one_hot",
+    "onehot_matmul",
+    "renorm_",
+]

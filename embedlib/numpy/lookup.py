@@ -1,0 +1,45 @@
+"""The embedding lookup and its backward pass (chapters 2 and 4)."""
+from __future__ import annotations
+
+import numpy as np
+
+from embedlib import _checks
+from embedlib.numpy import _arrays
+
+
+def lookup(indices, weight, *, padding_idx=None):
+    """Rows of ``weight`` selected by ``indices``: shape ``(*indices.shape, D)``.
+
+    The same values as :func:`onehot_matmul` (chapter 2 proves it) without the one-hot array.
+    ``padding_idx`` only matters for gradients (:func:`lookup_backward`); it is checked here too so
+    both backends accept the same arguments.
+    """
+    idx = _arrays.indices(indices)
+    w = _arrays.weight(weight)
+    _arrays.in_range(idx, w.shape[0])
+    _checks.padding_idx(padding_idx, w.shape[0])
+    # np.take is faster than w[idx] for large gathers; the range is already checked, so skip its own.
+    return np.take(w, idx, axis=0, mode="clip")
+
+
+def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None):
+    """Gradient of ``lookup`` w.r.t. the weight: ``one_hot(indices).T @ grad_output``, shape ``(V, D)``.
+
+    A scatter-add (chapter 4): row ``indices[k]`` receives ``grad_output[k]``, and repeated indices
+    add up (``W[idx] += g`` would keep only one of them). The ``padding_idx`` row gets zero.
+    """
+    idx = _arrays.indices(indices)
+    num_embeddings = _checks.count(num_embeddings, "num_embeddings")
+    g = _arrays.floats(grad_output, "grad_output")
+    if g.ndim != idx.ndim + 1 or g.shape[:-1] != idx.shape:
+        raise ValueError(
+            f"grad_output must have shape (*indices.shape, embedding_dim) = {idx.shape + ('D',)}, got {g.shape}"
+        )
+    _arrays.in_range(idx, num_embeddings)
+    pad = _checks.padding_idx(padding_idx, num_embeddings)
+    rows, sums = _arrays.segment_sum(idx.reshape(-1), g.reshape(-1, g.shape[-1]))
+    out = np.zeros((num_embeddings, g.shape[-1]), dtype=g.dtype)
+    out[rows] = sums
+    if pad is not None:
+        out[pad] = 0
+    return out
