@@ -156,6 +156,13 @@ def bag_offsets(n_offsets: int, first, decrease, last, num_indices: int, include
         raise ValueError(
             f"offsets run past the indices: offsets[{n_offsets - 1}]={last} but there are only {num_indices} indices"
         )
+    if include_last_offset and last != num_indices:
+        # torch 2.x ignores the indices past the last offset for float32 weights but adds them to the
+        # last bag for float64: ambiguous input, so we refuse it.
+        raise ValueError(
+            f"with include_last_offset=True the last offset closes the last bag and must equal the number of "
+            f"indices, {num_indices}; got offsets[{n_offsets - 1}]={last}"
+        )
 
 
 def neighbors_k(k, available: int) -> int:

@@ -5,7 +5,7 @@
 from embedlib._checks import DEFAULT_MAX_BYTES
 from embedlib.numpy.bag import embedding_bag
 from embedlib.numpy.hashing import hash_bucket
-from embedlib.numpy.layers import Embedding, EmbeddingBag, SparseGrad
+from embedlib.numpy.layers import Embedding, EmbeddingBag
 from embedlib.numpy.lookup import lookup, lookup_backward
 from embedlib.numpy.neighbors import Neighbors, nearest_neighbors
 from embedlib.numpy.onehot import one_hot, onehot_matmul
@@ -16,7 +16,6 @@ __all__ = [
     "Embedding",
     "EmbeddingBag",
     "Neighbors",
-    "SparseGrad",
     "embedding_bag",
     "hash_bucket",
     "lookup",

@@ -51,10 +51,9 @@ def plan(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weigh
     _arrays.in_range(idx, num_embeddings)
     pad = _checks.padding_idx(padding_idx, num_embeddings)
 
-    used = int(ends[-1]) if num_bags else 0  # entries past the last bag's end are ignored, as in torch
-    rows = idx.reshape(-1)[:used].astype(np.int64)
+    rows = idx.reshape(-1).astype(np.int64)
     bag = np.repeat(np.arange(num_bags, dtype=np.int64), np.diff(np.r_[0, ends]))
-    scale = None if psw is None else psw.reshape(-1)[:used].astype(dtype, copy=False)
+    scale = None if psw is None else psw.reshape(-1).astype(dtype, copy=False)
     if pad is not None:
         keep = rows != pad
         rows, bag = rows[keep], bag[keep]

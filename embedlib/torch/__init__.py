@@ -1,0 +1,27 @@
+"""embedlib's PyTorch backend: every operation on tensors, CPU or CUDA, differentiable.
+
+``from embedlib import torch as el`` gives the same names as ``from embedlib import numpy as el``.
+"""
+from embedlib._checks import DEFAULT_MAX_BYTES
+from embedlib.torch.bag import embedding_bag
+from embedlib.torch.hashing import hash_bucket
+from embedlib.torch.layers import Embedding, EmbeddingBag
+from embedlib.torch.lookup import lookup, lookup_backward
+from embedlib.torch.neighbors import Neighbors, nearest_neighbors
+from embedlib.torch.onehot import one_hot, onehot_matmul
+from embedlib.torch.renorm import renorm_
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "Embedding",
+    "EmbeddingBag",
+    "Neighbors",
+    "embedding_bag",
+    "hash_bucket",
+    "lookup",
+    "lookup_backward",
+    "nearest_neighbors",
+    "one_hot",
+    "onehot_matmul",
+    "renorm_",
+]

@@ -1,0 +1,57 @@
+"""Turning user input into validated tensors on the right device (checks run before any kernel)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from embedlib import _checks
+
+
+def indices(values, device=None, what: str = "indices") -> torch.Tensor:
+    """An integer tensor on ``device``, else TypeError. Lists and NumPy arrays are converted there;
+    a tensor on another device is refused (moving it silently would hide a costly copy)."""
+    if isinstance(values, torch.Tensor):
+        t = values
+        if device is not None and t.device != torch.device(device):
+            raise ValueError(f"{what} are on {t.device} but the weight is on {device}; move one of them")
+    else:
+        arr = np.asarray(values)
+        if arr.size == 0 and not isinstance(values, np.ndarray) and arr.dtype == np.float64:
+            arr = arr.astype(np.int64)
+        if arr.dtype.kind == "u" and arr.dtype.itemsize > 1:  # torch lacks most unsigned dtypes
+            arr = arr.astype(np.int64)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{what} must be integers, got dtype {arr.dtype}")
+        t = torch.as_tensor(arr, device=device)
+    dt = t.dtype
+    kind = "bool" if dt == torch.bool else "other" if (dt.is_floating_point or dt.is_complex) else "int"
+    _checks.index_dtype(kind, str(dt).replace("torch.", ""), what)
+    return t
+
+
+def in_range(idx: torch.Tensor, num_embeddings: int, what: str = "index") -> None:
+    """Range check as one reduction and one host sync: on CUDA this runs before any gather kernel,
+    because an out-of-range gather would trip a device-side assert that poisons the whole process."""
+    if idx.numel():
+        lo, hi = torch.aminmax(idx.reshape(-1))
+        lo, hi = torch.stack([lo.long(), hi.long()]).tolist()
+        _checks.index_range(lo, hi, num_embeddings, what)
+
+
+def weight(w, name: str = "weight") -> torch.Tensor:
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
+    _checks.weight_shape(tuple(w.shape))
+    if not w.dtype.is_floating_point:
+        raise TypeError(f"{name} must hold floating-point numbers, got dtype {w.dtype}")
+    return w
+
+
+def floats(t, name: str, device=None) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(np.asarray(t), device=device)
+    if not t.dtype.is_floating_point:
+        raise TypeError(f"{name} must hold floating-point numbers, got dtype {t.dtype}")
+    if device is not None and t.device != torch.device(device):
+        raise ValueError(f"{name} is on {t.device} but the weight is on {device}; move one of them")
+    return t

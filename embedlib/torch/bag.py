@@ -1,0 +1,108 @@
+"""Embedding bags in torch: sum, mean or max of the rows in each bag, differentiable (chapters 5, 8)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from embedlib import _checks
+from embedlib.torch import _tensors
+from embedlib.torch.lookup import gather
+
+
+class BagPlan(NamedTuple):
+    rows: torch.Tensor  # (n,) weight row of each kept entry (padding removed)
+    bag: torch.Tensor  # (n,) bag of each kept entry, non-decreasing
+    scale: torch.Tensor | None  # (n,) per-sample weight of each kept entry (keeps its autograd graph)
+    counts: torch.Tensor | None  # (num_bags,) entries per bag, for "mean"
+    num_bags: int
+    mode: str
+
+
+def _offset_summary(off: torch.Tensor):
+    """(first, decrease, last) for ``_checks.bag_offsets``, with one host sync on the happy path."""
+    if off.numel() == 0:
+        return None, None, None
+    down = (off[1:] < off[:-1]).any() if off.numel() > 1 else torch.zeros((), dtype=torch.bool, device=off.device)
+    first, last, has_down = torch.stack([off[0], off[-1], down.long()]).tolist()
+    decrease = None
+    if has_down:
+        i = int(torch.nonzero(off[1:] < off[:-1])[0, 0]) + 1
+        decrease = (i, int(off[i - 1]), int(off[i]))
+    return first, decrease, last
+
+
+def plan(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
+         include_last_offset=False, device=None) -> BagPlan:
+    """Check every argument of a bag and lay the bags out as flat ``(row, bag, scale)`` entries."""
+    idx = _tensors.indices(indices, device)
+    _checks.bag_mode(mode, per_sample_weights is not None)
+    _checks.bag_layout(idx.dim(), offsets is not None)
+    psw = None
+    if per_sample_weights is not None:
+        psw = _tensors.floats(per_sample_weights, "per_sample_weights", idx.device)
+        _checks.same_shape(tuple(psw.shape), tuple(idx.shape), "per_sample_weights", "one weight per index")
+    if idx.dim() == 2:
+        num_bags, size = idx.shape
+        ends = torch.arange(1, num_bags + 1, device=idx.device) * size
+    else:
+        off = _tensors.indices(offsets, idx.device, "offsets")
+        if off.dim() != 1:
+            raise ValueError(f"offsets must be 1-D, got shape {tuple(off.shape)}")
+        off = off.long()
+        first, decrease, last = _offset_summary(off)
+        _checks.bag_offsets(off.numel(), first, decrease, last, idx.numel(), include_last_offset)
+        tail = torch.tensor([idx.numel()], device=idx.device)
+        ends = off[1:] if include_last_offset else torch.cat([off[1:], tail])
+        num_bags = ends.numel()
+    _tensors.in_range(idx, num_embeddings)
+    pad = _checks.padding_idx(padding_idx, num_embeddings)
+
+    rows = idx.reshape(-1).long()
+    sizes = torch.diff(ends, prepend=ends.new_zeros(1))
+    bag = torch.repeat_interleave(torch.arange(num_bags, device=idx.device), sizes, output_size=rows.numel())
+    scale = None if psw is None else psw.reshape(-1)
+    if pad is not None:
+        keep = rows != pad
+        rows, bag = rows[keep], bag[keep]
+        scale = None if scale is None else scale[keep]
+    counts = torch.bincount(bag, minlength=num_bags) if mode == "mean" else None
+    return BagPlan(rows, bag, scale, counts, num_bags, mode)
+
+
+def forward(p: BagPlan, w: torch.Tensor) -> torch.Tensor:
+    """Bags of ``w`` laid out by plan ``p``, differentiable w.r.t. ``w`` and the per-sample weights."""
+    values = gather(p.rows, w)
+    dim = w.shape[1]
+    if p.mode == "max":
+        # The gradient of a max goes to the entry that won it (the first on ties, as torch does):
+        # find that entry per (bag, column), then gather it, so autograd routes the gradient there.
+        n = values.shape[0]
+        where = p.bag[:, None].expand(-1, dim)
+        detached = values.detach()
+        best = detached.new_zeros(p.num_bags, dim).scatter_reduce(0, where, detached, "amax", include_self=False)
+        position = torch.arange(n, device=w.device)[:, None].expand(-1, dim)
+        position = torch.where(detached == best[p.bag], position, n)
+        winner = torch.full((p.num_bags, dim), n, device=w.device).scatter_reduce(0, where, position, "amin")
+        return torch.cat([values, values.new_zeros(1, dim)]).gather(0, winner)  # empty bags pick the zero row
+    if p.scale is not None:
+        values = values * p.scale[:, None].to(values.dtype)
+    out = values.new_zeros(p.num_bags, dim).index_add(0, p.bag, values)
+    if p.mode == "mean":  # sum, then divide, as torch does
+        out = out / p.counts.clamp(min=1).to(out.dtype)[:, None]
+    return out
+
+
+def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
+                  include_last_offset=False):
+    """Reduce each bag of rows to one vector, with the semantics of ``torch.nn.functional.embedding_bag``.
+
+    ``indices`` is 1-D with ``offsets`` or 2-D (one bag per row); ``mode`` is "sum", "mean" or "max";
+    ``per_sample_weights`` scales entries (mode "sum" only); ``padding_idx`` entries are left out, also
+    from the mean's count; empty bags give zeros (also a 2-D input with no columns, where torch fails).
+    Every argument is checked before anything runs. Returns ``(num_bags, D)``.
+    """
+    w = _tensors.weight(weight)
+    p = plan(indices, w.shape[0], offsets, mode=mode, per_sample_weights=per_sample_weights,
+             padding_idx=padding_idx, include_last_offset=include_last_offset, device=w.device)
+    return forward(p, w)

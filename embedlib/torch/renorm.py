@@ -1,0 +1,29 @@
+"""``max_norm`` in torch: rescale the rows a batch touches, in place (chapter 8)."""
+from __future__ import annotations
+
+import torch
+
+from embedlib import _checks
+from embedlib.torch import _tensors
+
+
+def renorm_(weight, indices, max_norm, *, norm_type=2.0):
+    """In place and outside autograd: every row of ``weight`` named in ``indices`` whose norm exceeds
+    ``max_norm`` is scaled to norm ``max_norm`` (by ``max_norm / (norm + 1e-7)``), as
+    ``torch.embedding_renorm_`` does for ``nn.Embedding(max_norm=...)``. Returns ``weight``."""
+    w = _tensors.weight(weight)
+    idx = _tensors.indices(indices, w.device)
+    limit = _checks.max_norm(max_norm, norm_type)
+    if limit is None:
+        raise ValueError("max_norm must be a positive number, got None")
+    _tensors.in_range(idx, w.shape[0])
+    unchecked_renorm_(w, idx, limit, norm_type)
+    return weight
+
+
+@torch.no_grad()
+def unchecked_renorm_(w: torch.Tensor, idx: torch.Tensor, max_norm: float, norm_type: float) -> None:
+    rows = torch.unique(idx.reshape(-1).long())
+    norms = torch.linalg.vector_norm(w[rows], ord=norm_type, dim=1, dtype=torch.float64)
+    scale = torch.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).to(w.dtype)
+    w[rows] = w[rows] * scale[:, None]
