@@ -1,0 +1,201 @@
+"""lookup and lookup_backward (chapters 2 and 4), against one-hot algebra and torch's F.embedding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import (NUMPY, TORCH, indices, lookup_cases, random_weights, ref_lookup_backward, ref_one_hot,
+                      tol, weights)
+
+
+@given(case=lookup_cases())
+def test_lookup_equals_onehot_matmul(backend, case):
+    idx, w = case
+    out = backend.el.lookup(backend.arr(idx), backend.arr(w))
+    assert backend.is_native(out)
+    assert out.dtype == backend.dtype(w.dtype)
+    assert tuple(out.shape) == idx.shape + (w.shape[1],)
+    np.testing.assert_array_equal(backend.np(out), w[idx])
+    np.testing.assert_array_equal(backend.np(out), backend.np(backend.el.onehot_matmul(backend.arr(idx),
+                                                                                       backend.arr(w))))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64])
+def test_numpy_lookup_accepts_every_integer_dtype(dtype):
+    w = np.arange(12, dtype=np.float32).reshape(6, 2)
+    idx = np.array([[5, 0], [3, 3]], dtype=dtype)
+    np.testing.assert_array_equal(NUMPY.el.lookup(idx, w), w[idx.astype(np.int64)])
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8])
+def test_torch_lookup_accepts_every_integer_dtype(dtype):
+    """uint8 tensors are masks to torch's own indexing; here they must still be row ids."""
+    w = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    idx = torch.tensor([[5, 0], [3, 3]], dtype=dtype)
+    expected = w.numpy()[[[5, 0], [3, 3]]]
+    np.testing.assert_array_equal(TORCH.el.lookup(idx, w).numpy(), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64])
+def test_torch_lookup_converts_numpy_and_list_indices(dtype):
+    w = torch.arange(12, dtype=torch.float64).reshape(6, 2)
+    idx = np.array([4, 1, 1], dtype=dtype)
+    out = TORCH.el.lookup(idx, w)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    np.testing.assert_array_equal(out.numpy(), w.numpy()[[4, 1, 1]])
+    np.testing.assert_array_equal(TORCH.el.lookup([[4], [1]], w).numpy(), w.numpy()[[[4], [1]]])
+
+
+def test_lookup_empty_list_and_empty_arrays(backend):
+    w = backend.arr(np.ones((3, 2), dtype=np.float32))
+    assert tuple(backend.el.lookup([], w).shape) == (0, 2)
+    assert tuple(backend.el.lookup(backend.arr(np.zeros((2, 0), dtype=np.int64)), w).shape) == (2, 0, 2)
+    g = backend.el.lookup_backward([], backend.arr(np.zeros((0, 2), dtype=np.float32)), 3)
+    np.testing.assert_array_equal(backend.np(g), np.zeros((3, 2)))
+
+
+def test_lookup_scalar_index_gives_a_row(backend):
+    w = np.arange(6, dtype=np.float32).reshape(3, 2)
+    out = backend.el.lookup(backend.arr(np.array(2)), backend.arr(w))
+    assert tuple(out.shape) == (2,)
+    np.testing.assert_array_equal(backend.np(out), w[2])
+
+
+def test_lookup_padding_idx_does_not_change_the_forward(backend):
+    w = np.arange(8, dtype=np.float32).reshape(4, 2) + 1
+    for pad in (1, -3):
+        out = backend.el.lookup(backend.arr(np.array([1, 2, 1])), backend.arr(w), padding_idx=pad)
+        np.testing.assert_array_equal(backend.np(out), w[[1, 2, 1]])
+
+
+# --------------------------------------------------------------------------------------------------
+# lookup_backward
+# --------------------------------------------------------------------------------------------------
+@given(data=st.data(), w=random_weights())
+def test_lookup_backward_is_one_hot_transpose_times_grad(backend, data, w):
+    v, d = w.shape
+    idx = data.draw(indices(v))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    grad = rng.standard_normal(idx.shape + (d,)).astype(w.dtype)
+    out = backend.el.lookup_backward(backend.arr(idx), backend.arr(grad), v)
+    assert out.dtype == backend.dtype(w.dtype)
+    assert tuple(out.shape) == (v, d)
+    one_hot = ref_one_hot(idx, v).reshape(-1, v)
+    expected = one_hot.T @ grad.reshape(-1, d).astype(np.float64)
+    np.testing.assert_allclose(backend.np(out), expected, **tol(w.dtype))
+    np.testing.assert_allclose(backend.np(out), ref_lookup_backward(idx, grad, v), **tol(w.dtype))
+
+
+def test_lookup_backward_sums_repeats_that_fancy_assignment_loses(backend):
+    """Chapter 4: `W[idx] += g` keeps one of the repeated updates; the gradient needs all of them."""
+    idx = np.array([2, 0, 2, 2])
+    grad = np.array([[1.0], [10.0], [100.0], [1000.0]], dtype=np.float64)
+    out = backend.np(backend.el.lookup_backward(backend.arr(idx), backend.arr(grad), 3))
+    np.testing.assert_array_equal(out, [[10.0], [0.0], [1101.0]])
+    lossy = np.zeros((3, 1))
+    lossy[idx] += grad
+    assert lossy[2, 0] != out[2, 0]
+
+
+@given(data=st.data(), w=random_weights())
+def test_lookup_backward_padding_row_is_zero(backend, data, w):
+    v, d = w.shape
+    idx = data.draw(indices(v))
+    pad = data.draw(st.integers(-v, v - 1))
+    grad = np.random.default_rng(0).standard_normal(idx.shape + (d,)).astype(w.dtype)
+    out = backend.np(backend.el.lookup_backward(backend.arr(idx), backend.arr(grad), v, padding_idx=pad))
+    expected = ref_lookup_backward(idx, grad, v, padding_idx=pad)
+    assert (out[pad % v] == 0).all()
+    np.testing.assert_allclose(out, expected, **tol(w.dtype))
+
+
+# --------------------------------------------------------------------------------------------------
+# torch: autograd equals F.embedding, and equals lookup_backward
+# --------------------------------------------------------------------------------------------------
+@given(case=lookup_cases(random=True), data=st.data())
+def test_torch_lookup_matches_F_embedding_forward_and_grad(case, data):
+    idx, w = case
+    v = w.shape[0]
+    pad = data.draw(st.one_of(st.none(), st.integers(-v, v - 1)))
+    idx_t = torch.from_numpy(idx.astype(np.int64))
+    mine = torch.from_numpy(w).requires_grad_()
+    ref = torch.from_numpy(w.copy()).requires_grad_()
+    out = TORCH.el.lookup(idx_t, mine, padding_idx=pad)
+    expected = F.embedding(idx_t, ref, padding_idx=pad)
+    assert torch.equal(out, expected)
+    g = torch.from_numpy(np.random.default_rng(1).standard_normal(out.shape).astype(w.dtype))
+    out.backward(g)
+    expected.backward(g)
+    np.testing.assert_allclose(mine.grad.numpy(), ref.grad.numpy(), **tol(w.dtype))
+    # and autograd's gradient is lookup_backward
+    np.testing.assert_allclose(mine.grad.numpy(), TORCH.el.lookup_backward(idx_t, g, v, padding_idx=pad).numpy(),
+                               **tol(w.dtype))
+
+
+@given(case=lookup_cases(random=True))
+def test_torch_onehot_matmul_grad_equals_lookup_grad(case):
+    idx, w = case
+    idx_t = torch.from_numpy(idx)
+    a = torch.from_numpy(w).requires_grad_()
+    b = torch.from_numpy(w.copy()).requires_grad_()
+    g = torch.from_numpy(np.random.default_rng(2).standard_normal(idx.shape + (w.shape[1],)).astype(w.dtype))
+    TORCH.el.onehot_matmul(idx_t, a).backward(g)
+    TORCH.el.lookup(idx_t, b).backward(g)
+    np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), **tol(w.dtype))
+
+
+@given(case=lookup_cases(random=True))
+def test_backends_agree_on_lookup_and_backward(case):
+    idx, w = case
+    v, d = w.shape
+    grad = np.random.default_rng(3).standard_normal(idx.shape + (d,)).astype(w.dtype)
+    np.testing.assert_array_equal(NUMPY.el.lookup(idx, w), TORCH.el.lookup(torch.from_numpy(idx),
+                                                                           torch.from_numpy(w)).numpy())
+    np.testing.assert_allclose(NUMPY.el.lookup_backward(idx, grad, v, padding_idx=0),
+                               TORCH.el.lookup_backward(torch.from_numpy(idx), torch.from_numpy(grad), v,
+                                                        padding_idx=0).numpy(), **tol(w.dtype))
+
+
+def test_numpy_lookup_does_not_alias_or_change_the_weight():
+    w = np.arange(6, dtype=np.float32).reshape(3, 2)
+    before = w.copy()
+    out = NUMPY.el.lookup(np.array([0, 1]), w)
+    out[:] = -1
+    np.testing.assert_array_equal(w, before)
+
+
+def test_torch_lookup_gradient_sums_repeats():
+    w = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    idx = torch.tensor([1, 1, 4])
+    out = TORCH.el.lookup(idx, w)
+    assert out.requires_grad
+    out.sum().backward()
+    expected = torch.zeros(5, 3, dtype=torch.float64)
+    expected[1] = 2
+    expected[4] = 1
+    assert torch.equal(w.grad, expected)
+
+
+# --------------------------------------------------------------------------------------------------
+# gradcheck (float64)
+# --------------------------------------------------------------------------------------------------
+@given(w=weights(dtype=np.float64, max_rows=6, max_dim=3), data=st.data())
+def test_lookup_gradcheck(w, data):
+    v = w.shape[0]
+    idx = torch.from_numpy(data.draw(indices(v, max_dims=2, min_side=1, max_side=4)).astype(np.int64))
+    wt = torch.tensor(w / 1e3, requires_grad=True)
+    # (padding_idx deliberately breaks the true Jacobian, as in F.embedding: checked against it above)
+    assert torch.autograd.gradcheck(lambda x: TORCH.el.lookup(idx, x), (wt,))
+
+
+@given(data=st.data(), v=st.integers(1, 6), d=st.integers(1, 3))
+def test_lookup_backward_gradcheck_wrt_grad_output(data, v, d):
+    idx_np = data.draw(indices(v, max_dims=2, min_side=1, max_side=4)).astype(np.int64)
+    pad = data.draw(st.one_of(st.none(), st.integers(0, v - 1)))
+    g = torch.tensor(np.random.default_rng(4).standard_normal(idx_np.shape + (d,)), requires_grad=True)
+    idx = torch.from_numpy(idx_np)
+    assert torch.autograd.gradcheck(lambda x: TORCH.el.lookup_backward(idx, x, v, padding_idx=pad), (g,))
