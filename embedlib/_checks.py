@@ -75,8 +75,8 @@ def onehot_size(index_shape: tuple, num_embeddings: int, itemsize: int, dtype_na
     need = rows * num_embeddings * itemsize
     if max_bytes is not None and need > max_bytes:
         raise ValueError(
-            f"the one-hot array would need {format_bytes(need)} ({rows:,} x {num_embeddings:,} {dtype_name} "
-            f"entries), more than max_bytes={format_bytes(max_bytes)}; use lookup(indices, weight), which "
+            f"the one-hot array would need {format_bytes(need)} for {rows:,} x {num_embeddings:,} {dtype_name} "
+            f"entries, more than max_bytes={format_bytes(max_bytes)}; use lookup(indices, weight), which "
             f"reads the same rows without building the one-hot array (or raise max_bytes)"
         )
 
