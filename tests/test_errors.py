@@ -79,6 +79,13 @@ def test_index_out_of_range(backend, weight, call, form, bad):
     refused(backend, IndexError, names(bad, V), lambda: CALLS[call](backend.el, weight, idx, backend), weight)
 
 
+@pytest.mark.parametrize("bad", [2**63, 2**64 - 1])
+def test_huge_unsigned_index_is_named_as_it_is(backend, weight, bad):
+    """A uint64 index beyond int64's range must be reported as itself, not as a wrapped negative."""
+    idx = np.array([0, bad], dtype=np.uint64)
+    refused(backend, IndexError, names(bad, V), lambda: backend.el.lookup(idx, weight), weight)
+
+
 @pytest.mark.parametrize("cls", ["Embedding", "EmbeddingBag"])
 @pytest.mark.parametrize("bad", [42, -3])
 def test_layer_forward_with_a_bad_index_changes_nothing_even_with_max_norm(backend, cls, bad):

@@ -31,7 +31,11 @@ def test_numpy_lookup_accepts_every_integer_dtype(dtype):
     np.testing.assert_array_equal(NUMPY.el.lookup(idx, w), w[idx.astype(np.int64)])
 
 
-@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8])
+TORCH_INT_DTYPES = [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8] + [
+    getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name)]
+
+
+@pytest.mark.parametrize("dtype", TORCH_INT_DTYPES, ids=str)
 def test_torch_lookup_accepts_every_integer_dtype(dtype):
     """uint8 tensors are masks to torch's own indexing; here they must still be row ids."""
     w = torch.arange(12, dtype=torch.float32).reshape(6, 2)
