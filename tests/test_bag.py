@@ -189,3 +189,30 @@ def test_embedding_bag_gradcheck_wrt_weight_and_per_sample_weights(case):
                                             padding_idx=case.padding_idx,
                                             include_last_offset=case.include_last_offset),
         (w, psw))
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [1, 0, 2], [1, 2, 0]])
+def test_max_bag_with_nan_gives_a_value_of_the_bag(backend, order):
+    """A NaN in a max bag: the result must be NaN (NumPy's maximum) or a value that is in the bag
+    (torch's own F.embedding_bag returns NaN only when the NaN comes first); never anything else."""
+    w = np.array([[np.nan, 1.0], [2.0, 3.0], [5.0, 0.0]], dtype=np.float32)
+    out = backend.np(backend.el.embedding_bag(backend.arr(np.array(order)), backend.arr(w),
+                                              backend.arr(np.array([0])), mode="max"))
+    assert out[0, 1] == 3.0
+    assert np.isnan(out[0, 0]) or out[0, 0] in (2.0, 5.0), out
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [1, 0, 2]])
+def test_max_bag_gradient_with_nan_goes_to_exactly_one_entry(order):
+    """Both backends: the gradient of each (bag, column) max lands once, also with a NaN in the bag."""
+    w = np.array([[np.nan, 1.0], [2.0, 3.0], [5.0, 0.0]], dtype=np.float32)
+    g = np.array([[10.0, 100.0]], dtype=np.float32)
+    layer = NUMPY.el.EmbeddingBag.from_weight(w, mode="max")
+    layer(np.array(order), np.array([0]))
+    rows, values = layer.backward(g)
+    dense = np.zeros_like(w)
+    dense[rows] = values
+    np.testing.assert_array_equal(dense.sum(axis=0), g[0])
+    wt = torch.from_numpy(w.copy()).requires_grad_()
+    TORCH.el.embedding_bag(torch.tensor(order), wt, torch.tensor([0]), mode="max").backward(torch.from_numpy(g))
+    np.testing.assert_array_equal(wt.grad.numpy().sum(axis=0), g[0])

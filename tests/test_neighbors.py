@@ -107,3 +107,38 @@ def test_backends_agree(metric, w, data):
     b = TORCH.el.nearest_neighbors(torch.from_numpy(w), torch.from_numpy(ids), k, metric=metric)
     np.testing.assert_array_equal(a.indices, b.indices.numpy())
     np.testing.assert_allclose(a.scores, b.scores.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("offset", [0.0, 100.0, 1000.0])
+def test_euclidean_is_accurate_away_from_the_origin(backend, offset):
+    """Distances between nearby rows must not drown in cancellation when the rows are far from 0
+    (|q|^2 - 2 q.w + |w|^2 in float32 loses everything below about 1e-7 * |q|^2)."""
+    rng = np.random.default_rng(0)
+    w = (offset + rng.standard_normal((20, 4)) * 0.01).astype(np.float32)
+    res = backend.el.nearest_neighbors(backend.arr(w), 0, 5, metric="euclidean")
+    ref_idx, ref_scores = ref_neighbors(w, np.int64(0), 5, "euclidean")
+    np.testing.assert_array_equal(backend.np(res.indices), ref_idx)
+    np.testing.assert_allclose(backend.np(res.scores), ref_scores, rtol=1e-3)
+    q = backend.arr(w[3] + np.float32(0.001))
+    res = backend.el.nearest_neighbors(backend.arr(w), q, 3, metric="euclidean")
+    np.testing.assert_array_equal(backend.np(res.indices), ref_neighbors(w, w[3] + np.float32(0.001), 3,
+                                                                          "euclidean")[0])
+
+
+def test_cosine_with_a_zero_row_is_finite(backend):
+    """A zero row (a padding row, say) has no direction: its cosine must not be NaN and break the sort."""
+    w = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
+    res = backend.el.nearest_neighbors(backend.arr(w), 1, 3, metric="cosine")
+    assert np.isfinite(backend.np(res.scores)).all()
+    assert backend.np(res.indices).tolist() == [3, 0, 2]  # cos 0.707, then 0 (zero row, lower id), 0
+
+
+def test_query_kinds(backend):
+    w = np.array([[3.0, 4.0], [0.0, 0.5], [1.0, 0.0]], dtype=np.float32)
+    ids = backend.el.nearest_neighbors(backend.arr(w), [1, 0], 2, metric="euclidean")  # a list of ints: row ids
+    assert tuple(ids.indices.shape) == (2, 2)
+    vec = backend.el.nearest_neighbors(backend.arr(w), [1.0, 0.0], 2, metric="euclidean")  # floats: a vector
+    assert backend.np(vec.indices).tolist() == [2, 1]
+    scalar = np.int64(2) if backend.name == "numpy" else torch.tensor(2)
+    one = backend.el.nearest_neighbors(backend.arr(w), scalar, 2, metric="euclidean")
+    assert tuple(one.indices.shape) == (2,) and backend.np(one.indices).tolist() == [1, 0]
