@@ -31,6 +31,7 @@ settings.register_profile(
     deadline=None,
     max_examples=50,
     derandomize=True,
+    database=None,  # no example replay from earlier runs: every run sees exactly the same examples
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -58,8 +58,11 @@ def test_lookup_empty_list_and_empty_arrays(backend):
     w = backend.arr(np.ones((3, 2), dtype=np.float32))
     assert tuple(backend.el.lookup([], w).shape) == (0, 2)
     assert tuple(backend.el.lookup(backend.arr(np.zeros((2, 0), dtype=np.int64)), w).shape) == (2, 0, 2)
+    assert tuple(backend.el.lookup([[], []], w).shape) == (2, 0, 2)
     g = backend.el.lookup_backward([], backend.arr(np.zeros((0, 2), dtype=np.float32)), 3)
     np.testing.assert_array_equal(backend.np(g), np.zeros((3, 2)))
+    np.testing.assert_array_equal(backend.np(backend.el.embedding_bag([], w, [0])), np.zeros((1, 2)))
+    np.testing.assert_array_equal(backend.np(backend.el.embedding_bag([[], []], w)), np.zeros((2, 2)))
 
 
 def test_lookup_scalar_index_gives_a_row(backend):

@@ -87,3 +87,18 @@ def test_renorm_rejects_non_positive_max_norm(backend, bad):
     with pytest.raises((ValueError, TypeError), match="max_norm"):
         backend.el.renorm_(weight, backend.arr(np.array([0])), bad)
     assert bitwise_equal(weight, w)
+
+
+@given(w=random_weights(), data=st.data())
+def test_renorm_then_lookup_is_F_embedding_with_max_norm(w, data):
+    """F.embedding(max_norm=...) = renorm_ the named rows in place, then look them up."""
+    w = (w * 2).astype(w.dtype)
+    idx = data.draw(indices(w.shape[0]))
+    max_norm = data.draw(st.floats(0.2, 3.0))
+    mine = torch.from_numpy(w.copy())
+    ref = torch.from_numpy(w.copy())
+    idx_t = torch.from_numpy(idx.astype(np.int64))
+    out = TORCH.el.lookup(idx_t, TORCH.el.renorm_(mine, idx_t, max_norm))
+    expected = torch.nn.functional.embedding(idx_t, ref, max_norm=max_norm)
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), **tol(w.dtype))
+    np.testing.assert_allclose(mine.numpy(), ref.numpy(), **tol(w.dtype))  # both changed the table alike
