@@ -18,8 +18,8 @@ def lookup(indices, weight, *, padding_idx=None):
     w = _arrays.weight(weight)
     _arrays.in_range(idx, w.shape[0])
     _checks.padding_idx(padding_idx, w.shape[0])
-    # np.take is faster than w[idx] for large gathers; the range is already checked, so skip its own.
-    return np.take(w, idx, axis=0, mode="clip")
+    # np.take, on all cores for large batches: faster than w[idx] (chapter 3 measures it).
+    return _arrays.take_rows(w, idx)
 
 
 def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None):
@@ -37,9 +37,9 @@ def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None):
         )
     _arrays.in_range(idx, num_embeddings)
     pad = _checks.padding_idx(padding_idx, num_embeddings)
-    rows, sums = _arrays.segment_sum(idx.reshape(-1), g.reshape(-1, g.shape[-1]))
-    out = np.zeros((num_embeddings, g.shape[-1]), dtype=g.dtype)
-    out[rows] = sums
+    # Group the repeats by a sort and add them pairwise: several times faster than np.add.at on a
+    # 2-D array, and the same bits on every run (chapter 3 measures it).
+    out = _arrays.scatter_sum(idx.reshape(-1), g.reshape(-1, g.shape[-1]), num_embeddings)
     if pad is not None:
         out[pad] = 0
     return out
