@@ -142,3 +142,12 @@ def test_query_kinds(backend):
     scalar = np.int64(2) if backend.name == "numpy" else torch.tensor(2)
     one = backend.el.nearest_neighbors(backend.arr(w), scalar, 2, metric="euclidean")
     assert tuple(one.indices.shape) == (2,) and backend.np(one.indices).tolist() == [1, 0]
+
+
+def test_euclidean_distance_of_a_row_to_itself_is_zero(backend):
+    """Querying with a row's own vector: it comes first at distance 0 (float32 N(0, 1) rows; the
+    expanded |q|^2 - 2 q.w + |w|^2 form leaves residues of ~1e-3 here)."""
+    w = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    res = backend.el.nearest_neighbors(backend.arr(w), backend.arr(w[:10]), 1, metric="euclidean")
+    np.testing.assert_array_equal(backend.np(res.indices)[:, 0], np.arange(10))
+    np.testing.assert_allclose(backend.np(res.scores)[:, 0], 0.0, atol=1e-5)
