@@ -42,6 +42,12 @@ def floats(values, name: str) -> np.ndarray:
     return arr
 
 
+
+def deterministic(value) -> None:
+    """``deterministic=`` is True, False or None in both backends (NumPy is always deterministic)."""
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"deterministic must be True, False or None, got {value!r}")
+
 # --------------------------------------------------------------------------------------------------
 # Fast row gathers and scatter-adds (chapters 3 and 4 measure them; `python -m embedlib.bench`).
 # --------------------------------------------------------------------------------------------------

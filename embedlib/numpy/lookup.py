@@ -7,26 +7,30 @@ from embedlib import _checks
 from embedlib.numpy import _arrays
 
 
-def lookup(indices, weight, *, padding_idx=None):
+def lookup(indices, weight, *, padding_idx=None, deterministic=None):
     """Rows of ``weight`` selected by ``indices``: shape ``(*indices.shape, D)``.
 
     The same values as :func:`onehot_matmul` (chapter 2 proves it) without the one-hot array.
     ``padding_idx`` only matters for gradients (:func:`lookup_backward`); it is checked here too so
-    both backends accept the same arguments.
+    both backends accept the same arguments. So is ``deterministic`` (True, False or None), which
+    chooses the GPU backward in the torch backend; NumPy's results are always the same bits.
     """
     idx = _arrays.indices(indices)
     w = _arrays.weight(weight)
     _arrays.in_range(idx, w.shape[0])
     _checks.padding_idx(padding_idx, w.shape[0])
+    _arrays.deterministic(deterministic)
     # np.take, on all cores for large batches: faster than w[idx] (chapter 3 measures it).
     return _arrays.take_rows(w, idx)
 
 
-def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None):
+def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None, deterministic=None):
     """Gradient of ``lookup`` w.r.t. the weight: ``one_hot(indices).T @ grad_output``, shape ``(V, D)``.
 
     A scatter-add (chapter 4): row ``indices[k]`` receives ``grad_output[k]``, and repeated indices
     add up (``W[idx] += g`` would keep only one of them). The ``padding_idx`` row gets zero.
+    The sums of repeated rows are added in an order fixed by the indices, so the result is the same
+    bits on every run whatever ``deterministic`` says (it matters only in the torch backend).
     """
     idx = _arrays.indices(indices)
     num_embeddings = _checks.count(num_embeddings, "num_embeddings")
@@ -37,6 +41,7 @@ def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None):
         )
     _arrays.in_range(idx, num_embeddings)
     pad = _checks.padding_idx(padding_idx, num_embeddings)
+    _arrays.deterministic(deterministic)
     # Group the repeats by a sort and add them pairwise: several times faster than np.add.at on a
     # 2-D array, and the same bits on every run (chapter 3 measures it).
     out = _arrays.scatter_sum(idx.reshape(-1), g.reshape(-1, g.shape[-1]), num_embeddings)

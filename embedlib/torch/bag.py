@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 
 from embedlib import _checks
-from embedlib.torch import _tensors
+from embedlib.torch import _tensors, _triton
 from embedlib.torch.lookup import gather
 
 
@@ -100,9 +100,14 @@ def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weig
     ``indices`` is 1-D with ``offsets`` or 2-D (one bag per row); ``mode`` is "sum", "mean" or "max";
     ``per_sample_weights`` scales entries (mode "sum" only); ``padding_idx`` entries are left out, also
     from the mean's count; empty bags give zeros (also a 2-D input with no columns, where torch fails).
-    Every argument is checked before anything runs. Returns ``(num_bags, D)``.
+    Every argument is checked before anything runs. Returns ``(num_bags, D)``. On CUDA with Triton
+    the bags run as the kernels of chapter 9; the gradient follows
+    ``torch.are_deterministic_algorithms_enabled()`` (atomic adds, or fixed-order sums).
     """
     w = _tensors.weight(weight)
+    if _triton.enabled(w):  # CUDA with Triton: the bag kernels of chapter 9, same checks and results
+        return _triton.embedding_bag(indices, w, offsets, mode=mode, per_sample_weights=per_sample_weights,
+                                     padding_idx=padding_idx, include_last_offset=include_last_offset)
     p = plan(indices, w.shape[0], offsets, mode=mode, per_sample_weights=per_sample_weights,
              padding_idx=padding_idx, include_last_offset=include_last_offset, device=w.device)
     return forward(p, w)

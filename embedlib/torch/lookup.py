@@ -1,36 +1,75 @@
-"""The embedding lookup and its backward pass, in torch (chapters 2, 4 and 5).
+"""The embedding lookup and its backward pass, in torch (chapters 2, 4, 5 and 9).
 
 ``lookup`` is an autograd Function whose backward is ``lookup_backward``: the scatter-add derived in
-chapter 4, visible here instead of hidden inside PyTorch.
+chapter 4, visible here instead of hidden inside PyTorch. On CUDA, when Triton is installed, both
+run as the Triton kernels of chapter 9 (:mod:`embedlib.torch._triton`); elsewhere as torch
+operations. The results are the same either way.
 """
 from __future__ import annotations
 
 import torch
 
 from embedlib import _checks
-from embedlib.torch import _tensors
+from embedlib.torch import _tensors, _triton
 
 
-def gather(idx: torch.Tensor, weight: torch.Tensor, padding_idx=None) -> torch.Tensor:
+def gather(idx: torch.Tensor, weight: torch.Tensor, padding_idx=None, deterministic=None) -> torch.Tensor:
     """Lookup without argument checks, for callers that have checked already."""
-    return _Lookup.apply(idx, weight, padding_idx)
+    return _Lookup.apply(idx, weight, padding_idx, _triton.deterministic_mode(deterministic))
 
 
-def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, padding_idx=None) -> torch.Tensor:
-    """``lookup_backward`` without argument checks: index_add of the gradient rows into zeros."""
+def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, padding_idx=None,
+                deterministic: bool = False) -> torch.Tensor:
+    """``lookup_backward`` without argument checks: the gradient rows added into zeros.
+
+    With ``deterministic`` the additions happen in an order fixed by the indices, so the result is
+    the same bits on every run; otherwise the GPU may add repeated rows in any order (atomics).
+    Differentiable w.r.t. ``grad``: the backward of a scatter-add is a gather.
+    """
+    return _ScatterAdd.apply(idx, grad, num_embeddings, padding_idx, deterministic)
+
+
+def _scatter_add(idx, grad, num_embeddings, padding_idx, deterministic):
+    if _triton.enabled(grad):
+        return _triton.scatter_add(idx, grad, num_embeddings, padding_idx, deterministic)
     dim = grad.shape[-1]
+    flat_idx, flat_grad = idx.reshape(-1).long(), grad.reshape(-1, dim)
+    if deterministic and grad.is_cuda:
+        # index_add uses atomics on CUDA; PyTorch's own embedding backward sorts instead.
+        return torch.ops.aten.embedding_dense_backward(flat_grad, flat_idx, num_embeddings,
+                                                       -1 if padding_idx is None else padding_idx, False)
     out = torch.zeros(num_embeddings, dim, dtype=grad.dtype, device=grad.device)
-    out = out.index_add(0, idx.reshape(-1).long(), grad.reshape(-1, dim))
+    out = out.index_add(0, flat_idx, flat_grad)
     if padding_idx is not None:
         out = out.index_fill(0, torch.tensor([padding_idx], device=out.device), 0)
     return out
 
 
+class _ScatterAdd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, idx, grad, num_embeddings, padding_idx, deterministic):
+        ctx.save_for_backward(idx)
+        ctx.padding_idx, ctx.deterministic = padding_idx, deterministic
+        return _scatter_add(idx, grad, num_embeddings, padding_idx, deterministic)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (idx,) = ctx.saved_tensors
+        grad = None
+        if ctx.needs_input_grad[1]:
+            grad = _Lookup.apply(idx, grad_out, None, ctx.deterministic)
+            if ctx.padding_idx is not None:  # the padding row was dropped, so its entries get nothing
+                grad = grad.masked_fill((idx == ctx.padding_idx).unsqueeze(-1), 0)
+        return None, grad, None, None, None
+
+
 class _Lookup(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, idx, weight, padding_idx):
+    def forward(ctx, idx, weight, padding_idx, deterministic):
         ctx.save_for_backward(idx)
-        ctx.num_embeddings, ctx.padding_idx = weight.shape[0], padding_idx
+        ctx.num_embeddings, ctx.padding_idx, ctx.deterministic = weight.shape[0], padding_idx, deterministic
+        if _triton.enabled(weight):
+            return _triton.gather(idx, weight)
         flat = weight.index_select(0, idx.reshape(-1).long())
         return flat.reshape(*idx.shape, weight.shape[1])
 
@@ -39,27 +78,31 @@ class _Lookup(torch.autograd.Function):
         (idx,) = ctx.saved_tensors
         grad = None
         if ctx.needs_input_grad[1]:
-            grad = scatter_add(idx, grad_output, ctx.num_embeddings, ctx.padding_idx)
-        return None, grad, None
+            grad = scatter_add(idx, grad_output, ctx.num_embeddings, ctx.padding_idx, ctx.deterministic)
+        return None, grad, None, None
 
 
-def lookup(indices, weight, *, padding_idx=None):
+def lookup(indices, weight, *, padding_idx=None, deterministic=None):
     """Rows of ``weight`` selected by ``indices``: shape ``(*indices.shape, D)``, differentiable.
 
     Same values as ``torch.nn.functional.embedding(indices, weight, padding_idx)``; the
     ``padding_idx`` row receives no gradient. Indices are range-checked before anything runs.
+    ``deterministic`` chooses the backward: True adds repeated rows in a fixed order (the same bits
+    on every run), False lets the GPU use atomic adds (faster), None (the default) follows
+    ``torch.are_deterministic_algorithms_enabled()``. On the CPU every choice is deterministic.
     """
     w = _tensors.weight(weight)
     idx = _tensors.indices(indices, w.device)
     _tensors.in_range(idx, w.shape[0])
     pad = _checks.padding_idx(padding_idx, w.shape[0])
-    return gather(idx, w, pad)
+    return gather(idx, w, pad, _triton.deterministic_mode(deterministic))
 
 
-def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None):
+def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None, deterministic=None):
     """Gradient of ``lookup`` w.r.t. the weight: ``one_hot(indices).T @ grad_output``, shape ``(V, D)``.
 
     Repeated indices add up; the ``padding_idx`` row is zero. Differentiable w.r.t. ``grad_output``.
+    ``deterministic`` as in :func:`lookup`.
     """
     num_embeddings = _checks.count(num_embeddings, "num_embeddings")
     g = _tensors.floats(grad_output, "grad_output")
@@ -71,4 +114,4 @@ def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None):
         )
     _tensors.in_range(idx, num_embeddings)
     pad = _checks.padding_idx(padding_idx, num_embeddings)
-    return scatter_add(idx, g, num_embeddings, pad)
+    return scatter_add(idx, g, num_embeddings, pad, _triton.deterministic_mode(deterministic))

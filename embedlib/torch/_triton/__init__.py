@@ -1,0 +1,192 @@
+"""When ``embedlib.torch`` uses its Triton kernels, and the autograd glue around them (chapter 9).
+
+The kernels (:mod:`embedlib.torch._triton.kernels`) run when the weight is a CUDA tensor and
+``triton`` imports; everywhere else the torch backend uses plain torch operations, with the same
+results. Two switches, both read from the environment at each call:
+
+* ``EMBEDLIB_TRITON=0`` turns the kernels off (the benchmark uses it to time the fallback);
+* ``TRITON_INTERPRET=1``, Triton's own debugging switch, makes the kernels run on CPU tensors too,
+  through Triton's interpreter: slow, but it is how the tests check every kernel without a GPU.
+  It must be set before ``triton`` is first imported.
+
+``import embedlib.torch`` never imports ``triton``; the first call that wants a kernel does.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from embedlib import _checks
+
+
+@functools.lru_cache(maxsize=None)
+def importable() -> bool:
+    """Whether ``triton`` imports here (checked once per process)."""
+    try:
+        import triton  # noqa: F401
+    except Exception:  # ImportError, or a broken install that fails while loading its backends
+        return False
+    return True
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def enabled(weight: torch.Tensor) -> bool:
+    """Use the kernels for this weight? CUDA tensors when triton imports; CPU tensors only under
+    Triton's interpreter; never with ``EMBEDLIB_TRITON=0``."""
+    if os.environ.get("EMBEDLIB_TRITON", "1") == "0":
+        return False
+    if weight.device.type == "cuda":
+        return importable()
+    return weight.device.type == "cpu" and interpreting() and importable()
+
+
+def deterministic_mode(deterministic) -> bool:
+    """``deterministic=None`` follows ``torch.are_deterministic_algorithms_enabled()``."""
+    if deterministic is None:
+        return torch.are_deterministic_algorithms_enabled()
+    if not isinstance(deterministic, bool):
+        raise TypeError(f"deterministic must be True, False or None, got {deterministic!r}")
+    return deterministic
+
+
+def _kernels():
+    from embedlib.torch._triton import kernels
+    return kernels
+
+
+def flat_index(idx: torch.Tensor) -> torch.Tensor:
+    """Indices as one contiguous int32/int64 vector, the two types the kernels are built for."""
+    flat = idx.reshape(-1)
+    if flat.dtype not in (torch.int32, torch.int64):
+        flat = flat.long()
+    return flat.contiguous()
+
+
+def gather(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``weight[idx]``, shape ``(*idx.shape, D)``; indices already range-checked."""
+    return _kernels().gather(flat_index(idx), weight).reshape(*idx.shape, weight.shape[1])
+
+
+def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, padding_idx=None,
+                deterministic: bool = False) -> torch.Tensor:
+    """Dense ``(V, D)`` gradient of a lookup: atomic adds, or a sort and fixed-order sums."""
+    k = _kernels()
+    flat = flat_index(idx)
+    g = grad.reshape(flat.numel(), grad.shape[-1])
+    pad = -1 if padding_idx is None else padding_idx
+    if deterministic:
+        return k.scatter_add_deterministic(flat, g, num_embeddings, pad)
+    return k.scatter_add(flat, g, num_embeddings, pad)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bags
+# --------------------------------------------------------------------------------------------------
+def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
+                  include_last_offset=False):
+    """``embedlib.torch.embedding_bag`` through the bag kernels: the same checks, in the same order
+    and with the same messages as :func:`embedlib.torch.bag.plan`, but with one host sync for all
+    the values to check instead of several, and no per-entry bag ids (the kernels read offsets)."""
+    from embedlib.torch import _tensors
+
+    w = weight
+    idx = _tensors.indices(indices, w.device)
+    _checks.bag_mode(mode, per_sample_weights is not None)
+    _checks.bag_layout(idx.dim(), offsets is not None)
+    psw = None
+    if per_sample_weights is not None:
+        psw = _tensors.floats(per_sample_weights, "per_sample_weights", idx.device)
+        _checks.same_shape(tuple(psw.shape), tuple(idx.shape), "per_sample_weights", "one weight per index")
+    flat = flat_index(idx)
+    n = flat.numel()
+    summary = []  # everything the checks need, fetched from the device in one go
+    if n:
+        lo, hi = torch.aminmax(flat)
+        summary += [lo.long(), hi.long()]
+    if idx.dim() == 2:
+        bounds = torch.arange(idx.shape[0] + 1, device=w.device, dtype=torch.int64) * idx.shape[1]
+        values = torch.stack(summary).tolist() if summary else []
+    else:
+        off = _tensors.indices(offsets, idx.device, "offsets")
+        if off.dim() != 1:
+            raise ValueError(f"offsets must be 1-D, got shape {tuple(off.shape)}")
+        off = off.long()
+        if off.numel():
+            down = (off[1:] < off[:-1]).any() if off.numel() > 1 else torch.zeros((), dtype=torch.bool,
+                                                                                  device=off.device)
+            summary += [off[0], off[-1], down.long()]
+        values = torch.stack(summary).tolist() if summary else []
+        first = last = decrease = None
+        if off.numel():
+            first, last, has_down = values[-3:]
+            if has_down:
+                i = int(torch.nonzero(off[1:] < off[:-1])[0, 0]) + 1
+                decrease = (i, int(off[i - 1]), int(off[i]))
+        _checks.bag_offsets(off.numel(), first, decrease, last, n, include_last_offset)
+        if include_last_offset:
+            bounds = off
+        else:  # the last bag runs to the end (with no offsets at all, one bag holds everything, as in plan)
+            bounds = torch.cat([off if off.numel() else off.new_zeros(1), off.new_tensor([n])])
+    if n:
+        _checks.index_range(values[0], values[1], w.shape[0])
+    pad = _checks.padding_idx(padding_idx, w.shape[0])
+    flat_psw = None if psw is None else psw.reshape(-1).contiguous()
+    return _Bag.apply(w, flat_psw, flat, bounds.contiguous(), -1 if pad is None else pad, mode,
+                      torch.are_deterministic_algorithms_enabled())
+
+
+class _Bag(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight, psw, flat, bounds, pad, mode, deterministic):
+        save_argmax = mode == "max" and weight.requires_grad
+        out, argmax, counts = _kernels().bag_forward(flat, weight, bounds, psw, pad, mode, save_argmax)
+        ctx.save_for_backward(weight, psw, flat, bounds, argmax, counts)
+        ctx.pad, ctx.mode, ctx.deterministic = pad, mode, deterministic
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        weight, psw, flat, bounds, argmax, counts = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        k = _kernels()
+        num_embeddings, dim = weight.shape
+        grad_w = grad_psw = None
+        bag_of_entry = None
+        if ctx.needs_input_grad[0]:
+            if ctx.mode == "max":
+                # Column d of bag b sends its gradient to the entry that won it (none for empty bags):
+                # a scatter of single numbers into the flattened (V * D) table.
+                won = argmax >= 0
+                cols = torch.arange(dim, device=argmax.device).expand_as(argmax)[won]
+                target = flat[argmax[won]].long() * dim + cols
+                values = grad_out[won].reshape(-1, 1)
+                scatter = k.scatter_add_deterministic if ctx.deterministic else k.scatter_add
+                grad_w = scatter(target.contiguous(), values, num_embeddings * dim, -1).reshape(num_embeddings, dim)
+            elif ctx.deterministic:
+                bag_of_entry = _bag_of_entry(bounds, flat.numel())
+                values = grad_out[bag_of_entry]
+                if psw is not None:
+                    values = values * psw[:, None].to(values.dtype)
+                if ctx.mode == "mean":
+                    values = values / counts.clamp(min=1)[bag_of_entry, None].to(values.dtype)
+                grad_w = k.scatter_add_deterministic(flat, values, num_embeddings, ctx.pad)
+            else:
+                grad_w = k.bag_backward(flat, grad_out, bounds, psw, counts, num_embeddings, ctx.pad, ctx.mode)
+        if ctx.needs_input_grad[1]:
+            # d out[b] / d psw[e] = grad[b] . weight[flat[e]] for the non-padding entries.
+            bag_of_entry = _bag_of_entry(bounds, flat.numel()) if bag_of_entry is None else bag_of_entry
+            rows = k.gather(flat, weight.detach())
+            grad_psw = (grad_out[bag_of_entry].to(rows.dtype) * rows).sum(-1)
+            grad_psw = torch.where(flat == ctx.pad, 0, grad_psw).to(psw.dtype)
+        return grad_w, grad_psw, None, None, None, None, None
+
+
+def _bag_of_entry(bounds: torch.Tensor, n: int) -> torch.Tensor:
+    """The bag of each entry; entries past the last bag (none, after the checks) would get none."""
+    sizes = torch.diff(bounds)
+    return torch.repeat_interleave(torch.arange(sizes.numel(), device=bounds.device), sizes, output_size=n)
