@@ -66,6 +66,7 @@ def test_onehot_matmul_is_one_hot_times_weight(backend, case):
     np.testing.assert_array_equal(backend.np(out), expected.astype(w.dtype))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_onehot_matmul_spreads_nan_where_lookup_does_not(backend):
     """Chapter 2's edge case: 0 * inf = NaN in the product, while a lookup only copies rows."""
     w = np.array([[np.inf, 1.0], [2.0, 3.0], [4.0, 5.0]], dtype=np.float32)
