@@ -295,7 +295,8 @@ def bag_forward(idx, weight, bounds, psw, pad, mode, save_argmax):
                               argmax if argmax is not None else dummy, counts if counts is not None else dummy,
                               num_bags, dim, weight.stride(0), weight.stride(1), pad,
                               MODE=m, HAS_PSW=psw is not None, SAVE_ARGMAX=argmax is not None,
-                              ACC=tl.float64 if weight.dtype == torch.float64 else tl.float32, BLOCK_B=bb, BLOCK_D=bd, num_warps=warps(bb, bd))
+                              ACC=tl.float64 if weight.dtype == torch.float64 else tl.float32,
+                              BLOCK_B=bb, BLOCK_D=bd, num_warps=warps(bb, bd))
     return out, argmax, counts
 
 
