@@ -54,6 +54,8 @@ def hash_keys(keys, num_buckets, seed=0) -> np.ndarray:
     """Bucket ids in ``[0, num_buckets)`` as an int64 array shaped like ``keys``."""
     num_buckets = _checks.positive(num_buckets, "num_buckets")
     seed = _checks.count(seed, "seed")
+    if seed > _MASK:
+        raise ValueError(f"seed must fit in 64 bits (0 .. 2**64-1), got {seed}")
     if isinstance(keys, np.ndarray) and keys.dtype != object:
         arr = keys
     else:
@@ -71,7 +73,11 @@ def hash_keys(keys, num_buckets, seed=0) -> np.ndarray:
         if kinds == {"str"}:
             mixed = _hash_strings(flat, arr.shape, seed)
         elif kinds == {"int"}:
-            mixed = _hash_ints(np.array([int(k) & _MASK for k in flat], dtype=np.uint64).reshape(arr.shape), seed)
+            ints = [int(k) for k in flat]
+            bad = next((k for k in ints if not -(1 << 63) <= k <= _MASK), None)
+            if bad is not None:  # wrapping it would silently share a bucket with bad mod 2**64
+                raise ValueError(f"integer keys must fit in 64 bits (-2**63 .. 2**64-1), got {bad}")
+            mixed = _hash_ints(np.array([k & _MASK for k in ints], dtype=np.uint64).reshape(arr.shape), seed)
         elif not kinds:
             mixed = np.zeros(arr.shape, dtype=np.uint64)
         else:

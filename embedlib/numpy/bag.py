@@ -75,7 +75,9 @@ def forward(p: BagPlan, w: np.ndarray):
     bags, starts = np.unique(p.bag, return_index=True)
     if p.mode == "max":
         out[bags] = np.maximum.reduceat(values, starts, axis=0)
-        positions = np.where(values == out[p.bag], np.arange(p.rows.size)[:, None], p.rows.size)
+        best = out[p.bag]  # a NaN wins its column: np.maximum propagates it, and so does the argmax here
+        won = (values == best) | (np.isnan(values) & np.isnan(best))
+        positions = np.where(won, np.arange(p.rows.size)[:, None], p.rows.size)
         argmax = np.zeros(out.shape, np.int64)
         argmax[bags] = np.minimum.reduceat(positions, starts, axis=0)
         return out, argmax

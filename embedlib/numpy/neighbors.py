@@ -61,5 +61,11 @@ def pairwise_scores(q: np.ndarray, w: np.ndarray, metric: str) -> np.ndarray:
         qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), eps)
         wn = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), eps)
         return qn @ wn.T
-    sq = (q * q).sum(1)[:, None] - 2 * (q @ w.T) + (w * w).sum(1)[None, :]
-    return np.sqrt(np.maximum(sq, 0))
+    # Differences, not |q|^2 - 2 q.w + |w|^2: that expansion cancels catastrophically for close
+    # points far from the origin. Queries go in chunks so the (chunk, V, D) block stays ~32 MB.
+    chunk = max(1, (1 << 22) // max(1, w.size))
+    out = np.empty((q.shape[0], w.shape[0]), dtype=np.result_type(q, w))
+    for s in range(0, q.shape[0], chunk):
+        diff = q[s : s + chunk, None, :] - w[None, :, :]
+        out[s : s + chunk] = np.sqrt(np.einsum("qvd,qvd->qv", diff, diff))
+    return out

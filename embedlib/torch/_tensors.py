@@ -18,20 +18,24 @@ def indices(values, device=None, what: str = "indices") -> torch.Tensor:
         arr = np.asarray(values)
         if arr.size == 0 and not isinstance(values, np.ndarray) and arr.dtype == np.float64:
             arr = arr.astype(np.int64)
-        if arr.dtype.kind == "u" and arr.dtype.itemsize > 1:  # torch lacks most unsigned dtypes
-            arr = arr.astype(np.int64)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{what} must be integers, got dtype {arr.dtype}")
         t = torch.as_tensor(arr, device=device)
     dt = t.dtype
     kind = "bool" if dt == torch.bool else "other" if (dt.is_floating_point or dt.is_complex) else "int"
     _checks.index_dtype(kind, str(dt).replace("torch.", ""), what)
+    if dt in (torch.uint16, torch.uint32):  # torch has few kernels for these: widen, losslessly
+        t = t.long()
+    elif dt == torch.uint64 and not (t.view(torch.int64) < 0).any():
+        t = t.view(torch.int64)  # every value fits; one at 2**63 or above is left for in_range to name
     return t
 
 
 def in_range(idx: torch.Tensor, num_embeddings: int, what: str = "index") -> None:
     """Range check as one reduction and one host sync: on CUDA this runs before any gather kernel,
     because an out-of-range gather would trip a device-side assert that poisons the whole process."""
+    if idx.numel() and idx.dtype == torch.uint64:  # only when a value is >= 2**63 (see indices)
+        _checks.index_range(0, int(idx.cpu().numpy().max()), num_embeddings, what)
     if idx.numel():
         lo, hi = torch.aminmax(idx.reshape(-1))
         lo, hi = torch.stack([lo.long(), hi.long()]).tolist()

@@ -77,12 +77,15 @@ def forward(p: BagPlan, w: torch.Tensor) -> torch.Tensor:
     if p.mode == "max":
         # The gradient of a max goes to the entry that won it (the first on ties, as torch does):
         # find that entry per (bag, column), then gather it, so autograd routes the gradient there.
+        # A NaN in a bag wins its column (NaN propagates, as in torch.amax and np.maximum).
         n = values.shape[0]
         where = p.bag[:, None].expand(-1, dim)
         detached = values.detach()
         best = detached.new_zeros(p.num_bags, dim).scatter_reduce(0, where, detached, "amax", include_self=False)
         position = torch.arange(n, device=w.device)[:, None].expand(-1, dim)
-        position = torch.where(detached == best[p.bag], position, n)
+        best_here = best[p.bag]
+        won = (detached == best_here) | (detached.isnan() & best_here.isnan())
+        position = torch.where(won, position, n)
         winner = torch.full((p.num_bags, dim), n, device=w.device).scatter_reduce(0, where, position, "amin")
         return torch.cat([values, values.new_zeros(1, dim)]).gather(0, winner)  # empty bags pick the zero row
     if p.scale is not None:

@@ -61,5 +61,5 @@ def pairwise_scores(q: torch.Tensor, w: torch.Tensor, metric: str) -> torch.Tens
         qn = q / q.norm(dim=1, keepdim=True).clamp_min(eps)
         wn = w / w.norm(dim=1, keepdim=True).clamp_min(eps)
         return qn @ wn.T
-    sq = (q * q).sum(1)[:, None] - 2 * (q @ w.T) + (w * w).sum(1)[None, :]
-    return sq.clamp_min(0).sqrt()
+    # differences, not the |q|^2 - 2 q.w + |w|^2 expansion, which cancels for close points far out
+    return torch.cdist(q, w, compute_mode="donot_use_mm_for_euclid_dist")

@@ -13,7 +13,10 @@ def one_hot(indices, num_embeddings, *, dtype=torch.float32, device=None, max_by
 
     Raises ValueError before allocating when the result would exceed ``max_bytes`` (``None``: no limit).
     """
-    idx = _tensors.indices(indices, device)
+    # an explicit device is where the result goes: lists are built there, tensors moved there
+    idx = _tensors.indices(indices, None if isinstance(indices, torch.Tensor) else device)
+    if device is not None:
+        idx = idx.to(device)
     num_embeddings = _checks.count(num_embeddings, "num_embeddings")
     _tensors.in_range(idx, num_embeddings)
     itemsize = torch.empty((), dtype=dtype).element_size()
