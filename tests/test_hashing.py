@@ -192,3 +192,15 @@ def test_bad_num_buckets(backend, num_buckets):
 def test_non_integer_num_buckets(backend, num_buckets):
     with pytest.raises((TypeError, ValueError), match="num_buckets"):
         backend.el.hash_bucket(["a"], num_buckets)
+
+
+@pytest.mark.parametrize("key", [2**64, 2**64 + 5, -(2**63) - 1])
+def test_integer_keys_beyond_64_bits_are_refused(backend, key):
+    # wrapping them would put 2**64 + 5 in the bucket of 5, silently
+    with pytest.raises(ValueError, match=str(key)):
+        backend.el.hash_bucket([1, key], 10)
+
+
+def test_seed_beyond_64_bits_is_refused(backend):
+    with pytest.raises(ValueError, match="seed must fit in 64 bits"):
+        backend.el.hash_bucket(["fireweed"], 10, seed=2**64)

@@ -8,6 +8,8 @@ def hash_bucket(keys, num_buckets, *, seed=0):
     """Stable bucket ids in ``[0, num_buckets)`` for strings, bytes or integers, shaped like ``keys``.
 
     The same key gives the same bucket in every process and on every platform, unlike Python's
-    ``hash()``; a different ``seed`` gives an independent assignment. Returns an int64 array.
+    ``hash()``; a different ``seed`` gives an independent assignment. Integers are hashed by their
+    64-bit two's-complement pattern (so ``-1`` and ``2**64 - 1`` share a bucket; wider integers are
+    refused). Returns an int64 array.
     """
     return _hashing.hash_keys(keys, num_buckets, seed)
