@@ -111,7 +111,7 @@ def backward(p: BagPlan, argmax, grad_output: np.ndarray):
 
 def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
                   include_last_offset=False):
-    """Reduce each bag of rows to one vector, as ``torch.nn.functional.embedding_bag`` does.
+    """Reduce each bag of rows to one vector (chapters 2 and 8), as ``F.embedding_bag`` does.
 
     ``indices`` is 1-D with ``offsets`` (bag ``i`` is ``indices[offsets[i]:offsets[i+1]]``) or 2-D
     (one bag per row). ``mode`` is "sum", "mean" or "max"; ``per_sample_weights`` scales each entry

@@ -92,7 +92,7 @@ class _Table:
 
 
 class Embedding(_Table):
-    """An embedding layer in NumPy: ``forward`` looks rows up, ``backward`` returns their sparse
+    """An embedding layer in NumPy (chapter 4): ``forward`` looks rows up, ``backward`` returns their sparse
     gradient, ``step`` updates only those rows.
 
     Matches ``torch.nn.Embedding``: N(0, 1) initial weights, a zero and never-updated ``padding_idx``
@@ -116,7 +116,7 @@ class Embedding(_Table):
 
 
 class EmbeddingBag(_Table):
-    """A bag layer in NumPy: each bag of indices becomes the sum, mean or max of its rows.
+    """A bag layer in NumPy (chapters 4 and 8): each bag of indices becomes the sum, mean or max of its rows.
 
     Matches ``torch.nn.EmbeddingBag``: ``forward(indices, offsets=None, per_sample_weights=None)``.
     """

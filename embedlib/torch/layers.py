@@ -61,7 +61,7 @@ class _Table(nn.Module):
 
 
 class Embedding(_Table):
-    """An embedding layer: ``forward(indices)`` returns ``weight[indices]``, matching ``nn.Embedding``
+    """An embedding layer (chapter 5): ``forward(indices)`` returns ``weight[indices]``, matching ``nn.Embedding``
     (zero, never-updated ``padding_idx`` row; ``max_norm`` rescales looked-up rows in place)."""
 
     def forward(self, indices) -> torch.Tensor:
@@ -73,7 +73,7 @@ class Embedding(_Table):
 
 
 class EmbeddingBag(_Table):
-    """A bag layer: ``forward(indices, offsets=None, per_sample_weights=None)``, matching
+    """A bag layer (chapters 5 and 8): ``forward(indices, offsets=None, per_sample_weights=None)``, matching
     ``nn.EmbeddingBag`` (modes "sum", "mean", "max"; ``padding_idx``; ``include_last_offset``)."""
 
     def __init__(self, num_embeddings, embedding_dim, *, mode="mean", padding_idx=None, max_norm=None,

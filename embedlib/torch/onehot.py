@@ -8,7 +8,7 @@ from embedlib.torch import _tensors
 
 
 def one_hot(indices, num_embeddings, *, dtype=torch.float32, device=None, max_bytes=_checks.DEFAULT_MAX_BYTES):
-    """One-hot encode ``indices``: shape ``(*indices.shape, num_embeddings)`` (unlike
+    """One-hot encode ``indices`` (chapter 1): shape ``(*indices.shape, num_embeddings)`` (unlike
     ``torch.nn.functional.one_hot``, floating point by default, so it can multiply a weight).
 
     Raises ValueError before allocating when the result would exceed ``max_bytes`` (``None``: no limit).
@@ -26,6 +26,6 @@ def one_hot(indices, num_embeddings, *, dtype=torch.float32, device=None, max_by
 
 
 def onehot_matmul(indices, weight, *, max_bytes=_checks.DEFAULT_MAX_BYTES):
-    """``one_hot(indices, V) @ weight``, differentiable w.r.t. ``weight``; equal to :func:`lookup`."""
+    """``one_hot(indices, V) @ weight`` (chapter 2), differentiable w.r.t. ``weight``; equal to :func:`lookup`."""
     w = _tensors.weight(weight)
     return one_hot(indices, w.shape[0], dtype=w.dtype, device=w.device, max_bytes=max_bytes) @ w
