@@ -83,7 +83,8 @@ class _Lookup(torch.autograd.Function):
 
 
 def lookup(indices, weight, *, padding_idx=None, deterministic=None):
-    """The lookup (chapters 2 and 5): rows of ``weight`` selected by ``indices``, shape ``(*indices.shape, D)``, differentiable.
+    """The lookup (chapters 2 and 5): rows of ``weight`` selected by ``indices``, shape
+    ``(*indices.shape, D)``, differentiable.
 
     Same values as ``torch.nn.functional.embedding(indices, weight, padding_idx)``; the
     ``padding_idx`` row receives no gradient. Indices are range-checked before anything runs.
@@ -99,7 +100,8 @@ def lookup(indices, weight, *, padding_idx=None, deterministic=None):
 
 
 def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None, deterministic=None):
-    """The backward pass (chapter 4), gradient of ``lookup`` w.r.t. the weight: ``one_hot(indices).T @ grad_output``, shape ``(V, D)``.
+    """The backward pass (chapter 4), gradient of ``lookup`` w.r.t. the weight:
+    ``one_hot(indices).T @ grad_output``, shape ``(V, D)``.
 
     Repeated indices add up; the ``padding_idx`` row is zero. Differentiable w.r.t. ``grad_output``.
     ``deterministic`` as in :func:`lookup`.
