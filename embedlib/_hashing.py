@@ -64,7 +64,8 @@ def hash_keys(keys, num_buckets, seed=0) -> np.ndarray:
         if not isinstance(keys, (str, bytes)) and np.ndim(keys) > 0:
             arr = np.asarray(keys, dtype=object)
     if arr.dtype.kind in "iu":
-        mixed = _hash_ints(arr.astype(np.uint64) if arr.dtype.kind == "u" else arr.astype(np.int64).view(np.uint64), seed)
+        bits = arr.astype(np.uint64) if arr.dtype.kind == "u" else arr.astype(np.int64).view(np.uint64)
+        mixed = _hash_ints(bits, seed)
     elif arr.dtype.kind in "US":
         mixed = _hash_strings(arr.reshape(-1).tolist(), arr.shape, seed)
     elif arr.dtype == object:

@@ -5,7 +5,8 @@ from embedlib import _hashing
 
 
 def hash_bucket(keys, num_buckets, *, seed=0):
-    """The hashing trick (chapter 8): stable bucket ids in ``[0, num_buckets)`` for strings, bytes or integers, shaped like ``keys``.
+    """The hashing trick (chapter 8): stable bucket ids in ``[0, num_buckets)`` for strings, bytes
+    or integers, shaped like ``keys``.
 
     The same key gives the same bucket in every process and on every platform, unlike Python's
     ``hash()``; a different ``seed`` gives an independent assignment. Integers are hashed by their

@@ -17,7 +17,8 @@ class Neighbors(NamedTuple):
 
 
 def nearest_neighbors(weight, query, k=5, *, metric="cosine"):
-    """Nearest neighbours (chapter 7): the ``k`` rows of ``weight`` closest to ``query``, best first, ties broken by lower row id.
+    """Nearest neighbours (chapter 7): the ``k`` rows of ``weight`` closest to ``query``, best
+    first, ties broken by lower row id.
 
     ``query`` is a row id (that row is left out of its own answer), a 1-D array of row ids, a vector
     ``(D,)`` or a matrix ``(Q, D)``. ``metric`` is "cosine" or "dot" (largest first) or "euclidean"

@@ -8,7 +8,8 @@ from embedlib.numpy import _arrays
 
 
 def renorm_(weight, indices, max_norm, *, norm_type=2.0):
-    """``max_norm`` (chapter 8), in place: every row of ``weight`` named in ``indices`` whose norm exceeds ``max_norm`` is scaled
+    """``max_norm`` (chapter 8), in place: every row of ``weight`` named in ``indices`` whose norm
+    exceeds ``max_norm`` is scaled
     down to norm ``max_norm`` (by ``max_norm / (norm + 1e-7)``, as torch's ``embedding_renorm_``).
 
     Returns ``weight``. Rows not named are left alone, which is why ``nn.Embedding(max_norm=...)``

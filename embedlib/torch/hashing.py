@@ -7,7 +7,8 @@ from embedlib import _hashing
 
 
 def hash_bucket(keys, num_buckets, *, seed=0, device=None):
-    """The hashing trick (chapter 8): stable bucket ids in ``[0, num_buckets)`` for strings, bytes or integers (lists, arrays or
+    """The hashing trick (chapter 8): stable bucket ids in ``[0, num_buckets)`` for strings, bytes
+    or integers (lists, arrays or
     integer tensors), as an int64 tensor shaped like ``keys``; the same in every process."""
     if isinstance(keys, torch.Tensor):
         if keys.dtype.is_floating_point or keys.dtype == torch.bool or keys.dtype.is_complex:

@@ -18,7 +18,8 @@ class Neighbors(NamedTuple):
 
 @torch.no_grad()
 def nearest_neighbors(weight, query, k=5, *, metric="cosine"):
-    """Nearest neighbours (chapter 7): the ``k`` rows of ``weight`` closest to ``query``, best first, ties broken by lower row id.
+    """Nearest neighbours (chapter 7): the ``k`` rows of ``weight`` closest to ``query``, best
+    first, ties broken by lower row id.
 
     ``query`` is a row id (left out of its own answer), a 1-D tensor of row ids, a vector ``(D,)`` or a
     matrix ``(Q, D)``; ``metric`` is "cosine", "dot" or "euclidean" (scores are then distances).

@@ -8,7 +8,8 @@ from embedlib.torch import _tensors
 
 
 def renorm_(weight, indices, max_norm, *, norm_type=2.0):
-    """``max_norm`` (chapter 8), in place and outside autograd: every row of ``weight`` named in ``indices`` whose norm exceeds
+    """``max_norm`` (chapter 8), in place and outside autograd: every row of ``weight`` named in
+    ``indices`` whose norm exceeds
     ``max_norm`` is scaled to norm ``max_norm`` (by ``max_norm / (norm + 1e-7)``), as
     ``torch.embedding_renorm_`` does for ``nn.Embedding(max_norm=...)``. Returns ``weight``."""
     w = _tensors.weight(weight)
