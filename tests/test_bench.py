@@ -73,13 +73,16 @@ def test_table_shows_times_targets_and_verdicts(small_run):
 def test_onehot_sizes_over_the_limit_are_skipped_with_the_guards_words():
     cfg = dict(bench.SIZES["small"], onehot_v=[1_000, 50_000], repeats=3, min_sample=1e-4)
     from embedlib.bench import suites
-    records = suites.onehot_vs_lookup(cfg, "cpu", max_onehot_bytes=1 << 20, log=lambda *a: None)
-    skipped = [r for r in records if "skipped" in r]
-    assert len(skipped) == 1 and skipped[0]["params"]["V"] == 50_000
-    assert "use lookup(indices, weight)" in skipped[0]["skipped"]
-    assert skipped[0]["onehot_bytes"] == 64 * 50_000 * 4
-    lookups = [r for r in records if r["name"] == "lookup"]
-    assert len(lookups) == 2 and all("seconds" in r for r in lookups)  # the lookup runs at every size
+    for backend in ("numpy", "torch"):  # torch is what a GPU run uses
+        records = suites.onehot_vs_lookup(cfg, "cpu", max_onehot_bytes=1 << 20, log=lambda *a: None,
+                                          backend=backend)
+        skipped = [r for r in records if "skipped" in r]
+        assert len(skipped) == 1 and skipped[0]["params"]["V"] == 50_000
+        assert "use lookup(indices, weight)" in skipped[0]["skipped"]
+        assert skipped[0]["onehot_bytes"] == 64 * 50_000 * 4
+        lookups = [r for r in records if r["name"] == "lookup"]
+        assert len(lookups) == 2 and all("seconds" in r for r in lookups)  # the lookup runs at every size
+        assert all(r["backend"] == backend for r in records)
 
 
 def test_peak_bytes_sees_the_one_hot_and_not_much_more_for_the_lookup():
@@ -137,3 +140,17 @@ def test_importing_embedlib_bench_does_not_run_anything():
     out = subprocess.run([sys.executable, "-c", "import sys, embedlib.bench; print('torch' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # torch is imported by the suites that need it, when they run
+
+
+def test_gpu_only_records_can_be_produced_on_the_cpu():
+    """The copy limit and the bitwise check normally run on CUDA only; run that code here too."""
+    from embedlib.bench import suites
+    cfg = dict(bench.SIZES["small"], gpu_dims=[3], cpu_d=3, cpu_b=64, cpu_v=50, min_sample=1e-4)
+    records = suites.torch_lookups(cfg, "cpu", log=lambda *a: None, gpu_extras=True)
+    names = {r["name"] for r in records}
+    assert {"device-to-device copy", "deterministic backward repeats bitwise"} <= names
+    copy = next(r for r in records if r["name"] == "device-to-device copy")
+    assert copy["bytes"] == 2 * 64 * 3 * 4
+    assert next(r for r in records if r["name"] == "deterministic backward repeats bitwise")["equal"] is True
+    with pytest.raises(ValueError, match="needs --device cuda"):
+        bench.run(suites=("tune",))

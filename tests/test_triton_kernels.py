@@ -363,3 +363,13 @@ def test_bag_errors_are_those_of_the_torch_path(device, monkeypatch):
                 el.embedding_bag(kwargs.pop("indices"), w, kwargs.pop("offsets"), **kwargs)
             errors.append((type(info.value), str(info.value)))
         assert errors[0] == errors[1], case
+
+
+def test_the_benchmarks_tuning_suite_runs_the_kernels(device):
+    """``python -m embedlib.bench --suites tune`` launches the kernels directly with each block size."""
+    from embedlib.bench import SIZES, suites
+    cfg = dict(SIZES["small"], gpu_v=40, gpu_b=16, repeats=3, min_sample=0.0)
+    records = suites.tune(cfg, str(device), log=lambda *a: None)
+    assert {r["name"] for r in records} == {"gather", "scatter_add"}
+    assert len(records) == 3 * 4 * 2 * 2 and all(r["seconds"] > 0 for r in records)
+    assert sum(r["params"]["default"] for r in records) == 3 * 2  # the kernels' own choice is among them

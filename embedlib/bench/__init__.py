@@ -22,42 +22,63 @@ from embedlib.bench.suites import SIZES
 from embedlib.bench.timing import Timing, measure, peak_bytes
 
 SUITES = ("onehot", "forward", "backward", "bags")
+#: Measured only when asked for by name (GPU only): block sizes of the kernels.
+EXTRA_SUITES = ("tune",)
 
 __all__ = ["SIZES", "SUITES", "Timing", "environment", "format_table", "measure", "peak_bytes", "run",
            "targets", "write_json"]
 
 
-def run(device="cpu", sizes="default", suites=SUITES, max_onehot_bytes=None, log=print) -> dict:
+def run(device="cpu", sizes="default", suites=SUITES, max_onehot_bytes=None, log=print, partial=None) -> dict:
     """Run the chosen ``suites`` at the preset ``sizes`` ("small", "default", "large") on ``device``
     ("cpu" or "cuda"): ``{"environment", "sizes", "results", "targets"}``.
 
-    The NumPy measurements always run on the CPU; the torch ones on ``device``. "forward" and
-    "backward" are measured together (the backward needs the forward's graph).
+    The NumPy measurements run on the CPU runs only; the torch ones on ``device``. "forward" and
+    "backward" are measured together (the backward needs the forward's graph). ``partial``, if
+    given, receives the report so far after each suite (the CLI saves it, so that a run cut short
+    still leaves its measurements behind).
     """
     from embedlib.bench import suites as s
 
     if sizes not in SIZES:
         raise ValueError(f"sizes must be one of {tuple(SIZES)}, got {sizes!r}")
-    unknown = set(suites) - set(SUITES)
+    unknown = set(suites) - set(SUITES) - set(EXTRA_SUITES)
     if unknown:
-        raise ValueError(f"unknown suites {sorted(unknown)}; choose from {SUITES}")
+        raise ValueError(f"unknown suites {sorted(unknown)}; choose from {SUITES + EXTRA_SUITES}")
     device = str(device)
     torch = s._torch()
     if device.startswith("cuda") and (torch is None or not torch.cuda.is_available()):
         raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    if "tune" in suites and not device.startswith("cuda"):
+        raise ValueError("the tune suite times the Triton kernels: it needs --device cuda")
     cfg = SIZES[sizes]
     results = []
+    report = dict(environment=environment(device), sizes=dict(name=sizes, **cfg), results=results, targets=[])
+
+    def done():
+        report["targets"] = targets(results)
+        if partial is not None:
+            partial(report)
+
     if "onehot" in suites:
         log("one-hot matmul against lookup")
         results += s.onehot_vs_lookup(cfg, device, max_onehot_bytes, log)
+        done()
     if "forward" in suites or "backward" in suites:
         log("lookups, forward and backward")
         if not device.startswith("cuda"):
             results += s.numpy_lookups(cfg, log)
+            done()
         if torch is not None:
             results += s.torch_lookups(cfg, device, log)
+            done()
     if "bags" in suites and torch is not None:
         log("bags")
         results += s.bags(cfg, device, log)
-    return dict(environment=environment(device), sizes=dict(name=sizes, **cfg), results=results,
-                targets=targets(results))
+        done()
+    if "tune" in suites:
+        log("kernel block sizes")
+        results += s.tune(cfg, device, log)
+        done()
+    report["targets"] = targets(results)
+    return report

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from embedlib.bench import SIZES, SUITES, format_table, run, write_json
+from embedlib.bench import EXTRA_SUITES, SIZES, SUITES, format_table, run, write_json
 
 
 def main(argv=None) -> int:
@@ -14,7 +14,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="default", choices=sorted(SIZES),
                         help="preset sizes: small (seconds), default (the targets' shapes), large")
     parser.add_argument("--suites", default=",".join(SUITES),
-                        help=f"comma-separated subset of {','.join(SUITES)} (default: all)")
+                        help=f"comma-separated subset of {','.join(SUITES)} (default: all of these), "
+                             f"and {','.join(EXTRA_SUITES)} (GPU kernel block sizes, only when named)")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement and the environment here")
     parser.add_argument("--max-onehot-gib", type=float, default=None,
                         help="skip one-hot sizes above this many GiB (default: the library's guard, "
@@ -29,7 +30,8 @@ def main(argv=None) -> int:
     if args.threads is not None:
         import torch
         torch.set_num_threads(args.threads)
-    report = run(args.device, args.sizes, suites, limit, log)
+    save = None if not args.json else (lambda partial_report: write_json(partial_report, args.json))
+    report = run(args.device, args.sizes, suites, limit, log, partial=save)
     print(format_table(report))
     if args.json:
         write_json(report, args.json)

@@ -22,15 +22,15 @@ SIZES = {
     # a few seconds: the tests and a quick look
     "small": dict(onehot_b=64, onehot_d=12, onehot_v=[100, 1_000, 10_000, 100_000],
                   cpu_v=10_000, cpu_d=64, cpu_b=4_096, gpu_v=10_000, gpu_dims=[12, 64], gpu_b=1 << 14,
-                  bags=256, bag_size=8, bag_v=10_000, bag_d=16, repeats=3, min_sample=1e-3),
+                  bags=256, bag_size=8, gpu_bags=1_024, gpu_bag_size=8, bag_v=10_000, bag_d=16, repeats=3, min_sample=1e-3),
     # the targets' shapes; under two minutes on a 2-core CPU
     "default": dict(onehot_b=1_024, onehot_d=12, onehot_v=[1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000],
                     cpu_v=1_000_000, cpu_d=64, cpu_b=262_144, gpu_v=1_000_000, gpu_dims=[12, 16, 32, 64, 128],
-                    gpu_b=1 << 22, bags=16_384, bag_size=16, bag_v=1_000_000, bag_d=64, repeats=7, min_sample=None),
+                    gpu_b=1 << 22, bags=16_384, bag_size=16, gpu_bags=65_536, gpu_bag_size=32, bag_v=1_000_000, bag_d=64, repeats=7, min_sample=None),
     # more indices per call: closer to the bandwidth limit, where fixed overheads fade
     "large": dict(onehot_b=1_024, onehot_d=12, onehot_v=[1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000],
                   cpu_v=1_000_000, cpu_d=64, cpu_b=1 << 20, gpu_v=1_000_000, gpu_dims=[12, 16, 32, 64, 128],
-                  gpu_b=1 << 24, bags=65_536, bag_size=32, bag_v=1_000_000, bag_d=64, repeats=9, min_sample=None),
+                  gpu_b=1 << 24, bags=65_536, bag_size=32, gpu_bags=262_144, gpu_bag_size=32, bag_v=1_000_000, bag_d=64, repeats=9, min_sample=None),
 }
 
 
@@ -74,18 +74,20 @@ def available_bytes(device) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-def onehot_vs_lookup(cfg, device="cpu", max_onehot_bytes=None, log=print):
+def onehot_vs_lookup(cfg, device="cpu", max_onehot_bytes=None, log=print, backend=None):
     """Chapter 3: one-hot matmul against lookup as V grows (B and D fixed), time and peak memory.
 
     Sizes whose one-hot would exceed ``max_onehot_bytes`` (default: the library's guard,
     ``DEFAULT_MAX_BYTES``, or a quarter of the free memory if that is less) are skipped, and the
     record says why; the guard itself raises before allocating, which the record also shows.
+    ``backend`` is "numpy" or "torch"; by default torch on a GPU and NumPy on the CPU.
     """
     from embedlib import _checks
     b, d = cfg["onehot_b"], cfg["onehot_d"]
     limit = min(_checks.DEFAULT_MAX_BYTES, available_bytes(device) // 4) if max_onehot_bytes is None \
         else max_onehot_bytes
-    if _cuda(device):
+    backend = backend or ("torch" if _cuda(device) else "numpy")
+    if backend == "torch":
         import torch
 
         from embedlib import torch as el
@@ -114,15 +116,16 @@ def onehot_vs_lookup(cfg, device="cpu", max_onehot_bytes=None, log=print):
             except ValueError as err:
                 reason = str(err)
             t = _time({"lookup": look}, cfg, device, 2.0)
-            out.append(_record("onehot", "onehot_matmul", device, params, skipped=reason, onehot_bytes=need))
+            out.append(_record("onehot", "onehot_matmul", device, params, skipped=reason, onehot_bytes=need,
+                               backend=backend))
         else:
             mat = lambda: el.onehot_matmul(idx, w, max_bytes=limit)  # noqa: E731
             t = _time({"onehot_matmul": mat, "lookup": look}, cfg, device, 4.0)
             moved = 2 * need + v * d * 4 + b * d * 4
             out.append(_record("onehot", "onehot_matmul", device, params, t["onehot_matmul"], moved,
-                               peak_bytes=peak_bytes(mat, device), onehot_bytes=need))
+                               peak_bytes=peak_bytes(mat, device), onehot_bytes=need, backend=backend))
         out.append(_record("onehot", "lookup", device, params, t["lookup"], b * 8 + 2 * b * d * 4,
-                           peak_bytes=peak_bytes(look, device)))
+                           peak_bytes=peak_bytes(look, device), backend=backend))
         log(f"  one-hot vs lookup, V={v:,}: done")
     return out
 
@@ -167,18 +170,19 @@ def numpy_lookups(cfg, log=print):
 
 
 # --------------------------------------------------------------------------------------------------
-def torch_lookups(cfg, device="cpu", log=print):
+def torch_lookups(cfg, device="cpu", log=print, gpu_extras=None):
     """Forward and backward in torch: F.embedding and its autograd backward against embedlib.torch
     (on CUDA: the Triton kernels, atomic and deterministic backward, the kernel alone without the
-    range check, and a device-to-device copy of the same bytes)."""
+    range check, and a device-to-device copy of the same bytes). ``gpu_extras`` (default: on CUDA)
+    adds the copy and the bitwise check elsewhere too, so the tests can run that code on a CPU."""
     import torch
     import torch.nn.functional as F
 
     from embedlib import torch as el
     out = []
-    cuda = _cuda(device)
-    v = cfg["gpu_v"] if cuda else cfg["cpu_v"]
-    b = cfg["gpu_b"] if cuda else cfg["cpu_b"]
+    cuda = _cuda(device) if gpu_extras is None else gpu_extras
+    v = cfg["gpu_v"] if _cuda(device) else cfg["cpu_v"]
+    b = cfg["gpu_b"] if _cuda(device) else cfg["cpu_b"]
     dims = cfg["gpu_dims"] if cuda else [cfg["cpu_d"]]
     gen = torch.Generator(device="cpu").manual_seed(0)
     idx = torch.randint(0, v, (b,), generator=gen).to(device)
@@ -221,7 +225,7 @@ def torch_lookups(cfg, device="cpu", log=print):
                             params=params, equal=bool(torch.equal(first, again))))
         log(f"  torch forward/backward, D={d}: done")
         del w, g, w_ref, w_el, out_ref, out_atomic, out_det
-        if cuda:
+        if _cuda(device):
             torch.cuda.empty_cache()
     return out
 
@@ -233,7 +237,8 @@ def bags(cfg, device="cpu", log=print):
     import torch.nn.functional as F
 
     from embedlib import torch as el
-    v, d, n_bags, size = cfg["bag_v"], cfg["bag_d"], cfg["bags"], cfg["bag_size"]
+    v, d = cfg["bag_v"], cfg["bag_d"]
+    n_bags, size = (cfg["gpu_bags"], cfg["gpu_bag_size"]) if _cuda(device) else (cfg["bags"], cfg["bag_size"])
     gen = torch.Generator(device="cpu").manual_seed(0)
     idx = torch.randint(0, v, (n_bags * size,), generator=gen).to(device)
     offsets = torch.arange(0, n_bags * size, size).to(device)
@@ -264,4 +269,43 @@ def bags(cfg, device="cpu", log=print):
         t = _time(train, cfg, device, 8.0)
         out += [_record("bags", name, device, dict(params, mode=mode), t[name]) for name in train]
         log(f"  bags, mode={mode}: done")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+def tune(cfg, device="cuda", log=print):
+    """Block sizes for the gather and the atomic scatter-add kernels: the time of each
+    ``(elements per program, warps)`` for a few D (chapter 9's tuning table). Not in the default run."""
+    import torch
+    import triton
+
+    from embedlib.torch._triton import kernels as k
+    v, b = cfg["gpu_v"], cfg["gpu_b"]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    idx = torch.randint(0, v, (b,), generator=gen).to(device)
+    out = []
+    for d in (12, 64, 128):
+        w = torch.randn(v, d, generator=gen).to(device)
+        g = torch.randn(b, d, generator=gen).to(device)
+        res = torch.empty(b, d, device=device)
+        acc = torch.zeros(v, d, device=device)
+        bd = k.block_d(d)
+        cands = {}
+        for elements in (2048, 4096, 8192, 16384):
+            bn = k.block_n(bd, elements)
+            for warps in (4, 8):
+                grid = (triton.cdiv(b, bn), triton.cdiv(d, bd))
+                cands[("gather", elements, warps)] = (
+                    lambda grid=grid, bn=bn, warps=warps: k._gather_kernel[grid](
+                        idx, w, res, b, d, w.stride(0), w.stride(1), BLOCK_N=bn, BLOCK_D=bd, num_warps=warps))
+                cands[("scatter_add", elements, warps)] = (
+                    lambda grid=grid, bn=bn, warps=warps: k._scatter_add_kernel[grid](
+                        idx, g, acc, b, d, g.stride(0), g.stride(1), -1, BLOCK_N=bn, BLOCK_D=bd, num_warps=warps))
+        t = _time(cands, cfg, device, 10.0)
+        for (kernel, elements, warps), timing in t.items():
+            moved = b * 8 + (2 * b * d * 4 if kernel == "gather" else b * d * 4 + v * d * 4)
+            out.append(_record("tune", kernel, device, dict(V=v, D=d, B=b, elements=elements, warps=warps,
+                                                            default=elements == k.ELEMENTS_PER_PROGRAM and
+                                                            warps == k.warps(k.block_n(bd), bd)), timing, moved))
+        log(f"  tuning, D={d}: done")
     return out

@@ -10,7 +10,10 @@ moves the same bytes. Every kernel here is laid out for that:
   the padding columns;
 * ``BLOCK_N`` is chosen so that a program moves a few thousand elements: enough work per program
   to hide memory latency, not so much that the registers spill;
-* offsets are computed in 64-bit, because ``row * D`` overflows 32 bits for tables past 2 GiB.
+* offsets are computed in 64-bit, because ``row * D`` overflows 32 bits for tables past 2 GiB;
+* sizes that change from call to call (the number of indices, bags, pieces; the padding row) are
+  not specialised on, so a new batch size does not compile a new kernel; strides and ``D`` are,
+  which lets the compiler prove that rows are aligned and load them in wide vectors.
 
 Nothing here checks its arguments: the callers in :mod:`embedlib.torch._triton` have validated
 them (indices in range, shapes, dtypes) before any kernel runs. The module imports ``triton`` at
@@ -83,7 +86,7 @@ def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
 # --------------------------------------------------------------------------------------------------
 # Forward: out[i] = weight[idx[i]]
 # --------------------------------------------------------------------------------------------------
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _gather_kernel(idx_ptr, w_ptr, out_ptr, n, D, stride_wr, stride_wc,
                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -112,7 +115,7 @@ def gather(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 # Backward, fast: out[idx[i]] += grad[i] with atomic adds (the order of the adds is up to the GPU)
 # --------------------------------------------------------------------------------------------------
-@triton.jit
+@triton.jit(do_not_specialize=["n", "pad"])
 def _scatter_add_kernel(idx_ptr, g_ptr, out_ptr, n, D, stride_gr, stride_gc, pad,
                         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -143,7 +146,7 @@ def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, pad:
 # --------------------------------------------------------------------------------------------------
 # Backward, deterministic: sort once, then add each run of equal indices in a fixed order
 # --------------------------------------------------------------------------------------------------
-@triton.jit
+@triton.jit(do_not_specialize=["num_pieces", "pad"])
 def _segment_sum_kernel(perm_ptr, src_ptr, starts_ptr, keys_ptr, out_ptr, num_pieces, D,
                         stride_sr, stride_sc, pad,
                         HAS_PERM: tl.constexpr, TO_ROWS: tl.constexpr,
@@ -185,10 +188,9 @@ def _pieces(sorted_keys: torch.Tensor, chunk: int):
     new_key[1:] = sorted_keys[1:] != sorted_keys[:-1]
     run_start = torch.cummax(torch.where(new_key, position, 0), dim=0).values
     cut = new_key | ((position - run_start) % chunk == 0)
-    starts = torch.nonzero(cut).reshape(-1)
-    keys = sorted_keys[starts]
-    was_cut = starts.numel() > 0 and bool(starts.numel() != int(new_key.sum()))
-    return torch.cat([starts, starts.new_tensor([n])]), keys, was_cut
+    num_pieces, num_runs = torch.stack([cut.sum(), new_key.sum()]).tolist()
+    starts = torch.nonzero_static(cut, size=num_pieces).reshape(-1)
+    return torch.cat([starts, starts.new_tensor([n])]), sorted_keys[starts], num_pieces != num_runs
 
 
 def _segment_sum(perm, src, starts, keys, out, pad, to_rows):
@@ -232,7 +234,7 @@ def scatter_add_deterministic(idx: torch.Tensor, grad: torch.Tensor, num_embeddi
 # --------------------------------------------------------------------------------------------------
 # Bags: out[b] = sum / mean / max of weight[idx[e]] for e in bag b (padding entries left out)
 # --------------------------------------------------------------------------------------------------
-@triton.jit
+@triton.jit(do_not_specialize=["num_bags", "pad"])
 def _bag_forward_kernel(idx_ptr, w_ptr, bounds_ptr, psw_ptr, out_ptr, argmax_ptr, count_ptr,
                         num_bags, D, stride_wr, stride_wc, pad,
                         MODE: tl.constexpr, HAS_PSW: tl.constexpr, SAVE_ARGMAX: tl.constexpr,
@@ -300,7 +302,7 @@ def bag_forward(idx, weight, bounds, psw, pad, mode, save_argmax):
     return out, argmax, counts
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_bags", "pad"])
 def _bag_backward_kernel(idx_ptr, g_ptr, bounds_ptr, psw_ptr, count_ptr, out_ptr, num_bags, D,
                          stride_gr, stride_gc, pad,
                          MEAN: tl.constexpr, HAS_PSW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
