@@ -13,7 +13,8 @@
 #      (the JSON holds the GPU's name, torch/triton/CUDA versions and the date; it is saved after
 #      every suite, so a run cut short still leaves its measurements)
 #   4. the CUDA test suite: tests/test_cuda.py                      -> $OUT/test_cuda.{txt,xml}
-#   5. kernel block sizes (the benchmark's "tune" suite), if time is left -> $OUT/tune_gpu.{json,txt}
+#   5. forward lookups with 16M indices per call, if time is left   -> $OUT/bench_gpu_large_forward.{json,txt}
+#   6. kernel block sizes (the benchmark's "tune" suite), if time is left -> $OUT/tune_gpu.{json,txt}
 # $OUT/summary.txt lists every step's exit status and time; $OUT/gpu_check.log has everything.
 #
 # Budget: GPU_CHECK_BUDGET seconds in all (default 360); a step never starts with less than 20 s
@@ -103,7 +104,12 @@ step benchmark 200 "$OUT/bench_gpu.txt" \
 step cuda-tests 120 "$OUT/test_cuda.txt" \
     "${PYTEST[@]}" tests/test_cuda.py --junitxml="$OUT/test_cuda.xml"
 
-# 5. Block sizes of the gather and scatter kernels, for tuning (optional).
+# 5. The forward lookups again with 16M indices per call, where fixed costs per call (the range
+#    check's host sync, launches) weigh less (optional).
+step benchmark-large-forward 90 "$OUT/bench_gpu_large_forward.txt" \
+    "$PY" -m embedlib.bench --device cuda --sizes large --suites forward --json "$OUT/bench_gpu_large_forward.json"
+
+# 6. Block sizes of the gather and scatter kernels, for tuning (optional).
 step tune 70 "$OUT/tune_gpu.txt" \
     "$PY" -m embedlib.bench --device cuda --suites tune --json "$OUT/tune_gpu.json"
 

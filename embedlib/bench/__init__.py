@@ -33,8 +33,7 @@ def run(device="cpu", sizes="default", suites=SUITES, max_onehot_bytes=None, log
     """Run the chosen ``suites`` at the preset ``sizes`` ("small", "default", "large") on ``device``
     ("cpu" or "cuda"): ``{"environment", "sizes", "results", "targets"}``.
 
-    The NumPy measurements run on the CPU runs only; the torch ones on ``device``. "forward" and
-    "backward" are measured together (the backward needs the forward's graph). ``partial``, if
+    The NumPy measurements run on the CPU runs only; the torch ones on ``device``. ``partial``, if
     given, receives the report so far after each suite (the CLI saves it, so that a run cut short
     still leaves its measurements behind).
     """
@@ -70,8 +69,8 @@ def run(device="cpu", sizes="default", suites=SUITES, max_onehot_bytes=None, log
             results += s.numpy_lookups(cfg, log)
             done()
         if torch is not None:
-            results += s.torch_lookups(cfg, device, log)
-            done()
+            s.torch_lookups(cfg, device, log, forward="forward" in suites, backward="backward" in suites,
+                            sink=lambda records: (results.extend(records), done()))
     if "bags" in suites and torch is not None:
         log("bags")
         results += s.bags(cfg, device, log)

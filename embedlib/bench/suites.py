@@ -18,19 +18,28 @@ import numpy as np
 
 from embedlib.bench.timing import measure, peak_bytes
 
+_VOCABS = [1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000]
+#: onehot_*: the one-hot sweep (chapter 3); cpu_*: the CPU targets' lookups; gpu_*: lookups on a GPU, one
+#: run per D in gpu_dims; bag_*/bags/bag_size (CPU) and gpu_bags/gpu_bag_size: embedding bags.
 SIZES = {
     # a few seconds: the tests and a quick look
     "small": dict(onehot_b=64, onehot_d=12, onehot_v=[100, 1_000, 10_000, 100_000],
-                  cpu_v=10_000, cpu_d=64, cpu_b=4_096, gpu_v=10_000, gpu_dims=[12, 64], gpu_b=1 << 14,
-                  bags=256, bag_size=8, gpu_bags=1_024, gpu_bag_size=8, bag_v=10_000, bag_d=16, repeats=3, min_sample=1e-3),
+                  cpu_v=10_000, cpu_d=64, cpu_b=4_096,
+                  gpu_v=10_000, gpu_dims=[12, 64], gpu_b=1 << 14,
+                  bag_v=10_000, bag_d=16, bags=256, bag_size=8, gpu_bags=1_024, gpu_bag_size=8,
+                  repeats=3, min_sample=1e-3),
     # the targets' shapes; under two minutes on a 2-core CPU
-    "default": dict(onehot_b=1_024, onehot_d=12, onehot_v=[1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000],
-                    cpu_v=1_000_000, cpu_d=64, cpu_b=262_144, gpu_v=1_000_000, gpu_dims=[12, 16, 32, 64, 128],
-                    gpu_b=1 << 22, bags=16_384, bag_size=16, gpu_bags=65_536, gpu_bag_size=32, bag_v=1_000_000, bag_d=64, repeats=7, min_sample=None),
-    # more indices per call: closer to the bandwidth limit, where fixed overheads fade
-    "large": dict(onehot_b=1_024, onehot_d=12, onehot_v=[1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000],
-                  cpu_v=1_000_000, cpu_d=64, cpu_b=1 << 20, gpu_v=1_000_000, gpu_dims=[12, 16, 32, 64, 128],
-                  gpu_b=1 << 24, bags=65_536, bag_size=32, gpu_bags=262_144, gpu_bag_size=32, bag_v=1_000_000, bag_d=64, repeats=9, min_sample=None),
+    "default": dict(onehot_b=1_024, onehot_d=12, onehot_v=_VOCABS,
+                    cpu_v=1_000_000, cpu_d=64, cpu_b=262_144,
+                    gpu_v=1_000_000, gpu_dims=[12, 16, 32, 64, 128], gpu_b=1 << 22,
+                    bag_v=1_000_000, bag_d=64, bags=16_384, bag_size=16, gpu_bags=65_536, gpu_bag_size=32,
+                    repeats=7, min_sample=None),
+    # more indices per call: closer to the bandwidth limit, where fixed costs per call fade
+    "large": dict(onehot_b=1_024, onehot_d=12, onehot_v=_VOCABS,
+                  cpu_v=1_000_000, cpu_d=64, cpu_b=1 << 20,
+                  gpu_v=1_000_000, gpu_dims=[12, 16, 32, 64, 128], gpu_b=1 << 24,
+                  bag_v=1_000_000, bag_d=64, bags=65_536, bag_size=32, gpu_bags=262_144, gpu_bag_size=32,
+                  repeats=9, min_sample=None),
 }
 
 
@@ -170,63 +179,82 @@ def numpy_lookups(cfg, log=print):
 
 
 # --------------------------------------------------------------------------------------------------
-def torch_lookups(cfg, device="cpu", log=print, gpu_extras=None):
+def torch_lookups(cfg, device="cpu", log=print, gpu_extras=None, forward=True, backward=True, sink=None):
     """Forward and backward in torch: F.embedding and its autograd backward against embedlib.torch
     (on CUDA: the Triton kernels, atomic and deterministic backward, the kernel alone without the
     range check, and a device-to-device copy of the same bytes). ``gpu_extras`` (default: on CUDA)
-    adds the copy and the bitwise check elsewhere too, so the tests can run that code on a CPU."""
+    adds the copy and the bitwise check elsewhere too, so the tests can run that code on a CPU.
+    ``sink``, if given, receives the records of each D as soon as they are measured."""
     import torch
-    import torch.nn.functional as F
 
-    from embedlib import torch as el
     out = []
-    cuda = _cuda(device) if gpu_extras is None else gpu_extras
+    extras = _cuda(device) if gpu_extras is None else gpu_extras
     v = cfg["gpu_v"] if _cuda(device) else cfg["cpu_v"]
     b = cfg["gpu_b"] if _cuda(device) else cfg["cpu_b"]
-    dims = cfg["gpu_dims"] if cuda else [cfg["cpu_d"]]
+    dims = cfg["gpu_dims"] if extras else [cfg["cpu_d"]]
     gen = torch.Generator(device="cpu").manual_seed(0)
     idx = torch.randint(0, v, (b,), generator=gen).to(device)
     for d in dims:
         params = dict(V=v, D=d, B=b)
         w = torch.randn(v, d, generator=gen).to(device)
-        fwd = {"F.embedding": lambda: F.embedding(idx, w), "embedlib.torch.lookup": lambda: el.lookup(idx, w)}
-        if cuda:
-            from embedlib.torch import _triton
-            if _triton.enabled(w):
-                fwd["embedlib kernel alone"] = lambda: _triton.gather(idx, w)  # no range check, no sync
-            src = torch.empty(b, d, device=device)
-            dst = torch.empty_like(src)
-            fwd["device-to-device copy"] = lambda: dst.copy_(src)
-        t = _time(fwd, cfg, device, 10.0)
-        moved = b * idx.element_size() + 2 * b * d * 4
-        for name in fwd:
-            out.append(_record("forward", name, device, params, t[name],
-                               2 * b * d * 4 if name == "device-to-device copy" else moved))
-
-        g = torch.randn(b, d, generator=gen).to(device)
-        w_ref = w.clone().requires_grad_()
-        w_el = w.clone().requires_grad_()
-        out_ref = F.embedding(idx, w_ref)
-        out_atomic = el.lookup(idx, w_el, deterministic=False)
-        out_det = el.lookup(idx, w_el, deterministic=True)
-        bwd = {
-            "PyTorch backward": lambda: torch.autograd.grad(out_ref, w_ref, g, retain_graph=True),
-            "embedlib.torch backward": lambda: torch.autograd.grad(out_atomic, w_el, g, retain_graph=True),
-            "embedlib.torch backward (deterministic)":
-                lambda: torch.autograd.grad(out_det, w_el, g, retain_graph=True),
-        }
-        t = _time(bwd, cfg, device, 15.0)
-        moved = b * idx.element_size() + b * d * 4 + v * d * 4
-        out += [_record("backward", name, device, params, t[name], moved) for name in bwd]
-        if cuda:
-            first = torch.autograd.grad(out_det, w_el, g, retain_graph=True)[0]
-            again = torch.autograd.grad(out_det, w_el, g, retain_graph=True)[0]
-            out.append(dict(suite="backward", name="deterministic backward repeats bitwise", device=str(device),
-                            params=params, equal=bool(torch.equal(first, again))))
-        log(f"  torch forward/backward, D={d}: done")
-        del w, g, w_ref, w_el, out_ref, out_atomic, out_det
+        records = _torch_forward(cfg, device, extras, idx, w, params) if forward else []
+        if backward:
+            records += _torch_backward(cfg, device, extras, idx, w, params, gen)
+        out += records
+        if sink is not None:
+            sink(records)
+        log(f"  torch lookups, D={d}: done")
+        del w
         if _cuda(device):
             torch.cuda.empty_cache()
+    return out
+
+
+def _torch_forward(cfg, device, extras, idx, w, params):
+    import torch
+    import torch.nn.functional as F
+
+    from embedlib import torch as el
+    from embedlib.torch import _triton
+    b, d = idx.numel(), w.shape[1]
+    fwd = {"F.embedding": lambda: F.embedding(idx, w), "embedlib.torch.lookup": lambda: el.lookup(idx, w)}
+    if extras:
+        if _triton.enabled(w):
+            fwd["embedlib kernel alone"] = lambda: _triton.gather(idx, w)  # no range check, no host sync
+        src = torch.empty(b, d, device=device)
+        dst = torch.empty_like(src)
+        fwd["device-to-device copy"] = lambda: dst.copy_(src)
+    t = _time(fwd, cfg, device, 10.0)
+    moved = b * idx.element_size() + 2 * b * d * 4
+    return [_record("forward", name, device, params, t[name],
+                    2 * b * d * 4 if name == "device-to-device copy" else moved) for name in fwd]
+
+
+def _torch_backward(cfg, device, extras, idx, w, params, gen):
+    import torch
+    import torch.nn.functional as F
+
+    from embedlib import torch as el
+    (v, d), b = w.shape, idx.numel()
+    g = torch.randn(b, d, generator=gen).to(device)
+    w_ref = w.clone().requires_grad_()
+    w_el = w.clone().requires_grad_()
+    out_ref = F.embedding(idx, w_ref)
+    out_atomic = el.lookup(idx, w_el, deterministic=False)
+    out_det = el.lookup(idx, w_el, deterministic=True)
+    bwd = {
+        "PyTorch backward": lambda: torch.autograd.grad(out_ref, w_ref, g, retain_graph=True),
+        "embedlib.torch backward": lambda: torch.autograd.grad(out_atomic, w_el, g, retain_graph=True),
+        "embedlib.torch backward (deterministic)": lambda: torch.autograd.grad(out_det, w_el, g, retain_graph=True),
+    }
+    t = _time(bwd, cfg, device, 15.0)
+    moved = b * idx.element_size() + b * d * 4 + v * d * 4
+    out = [_record("backward", name, device, params, t[name], moved) for name in bwd]
+    if extras:
+        first = torch.autograd.grad(out_det, w_el, g, retain_graph=True)[0]
+        again = torch.autograd.grad(out_det, w_el, g, retain_graph=True)[0]
+        out.append(dict(suite="backward", name="deterministic backward repeats bitwise", device=str(device),
+                        params=params, equal=bool(torch.equal(first, again))))
     return out
 
 
