@@ -318,6 +318,7 @@ def tune(cfg, device="cuda", log=print):
         res = torch.empty(b, d, device=device)
         acc = torch.zeros(v, d, device=device)
         bd = k.block_d(d)
+        a = k.align(d, 4, d)
         cands = {}
         for elements in (2048, 4096, 8192, 16384):
             bn = k.block_n(bd, elements)
@@ -325,10 +326,12 @@ def tune(cfg, device="cuda", log=print):
                 grid = (triton.cdiv(b, bn), triton.cdiv(d, bd))
                 cands[("gather", elements, warps)] = (
                     lambda grid=grid, bn=bn, warps=warps: k._gather_kernel[grid](
-                        idx, w, res, b, d, w.stride(0), w.stride(1), BLOCK_N=bn, BLOCK_D=bd, num_warps=warps))
+                        idx, w, res, b, w.stride(0), w.stride(1), D=d, ALIGN=a, BLOCK_N=bn, BLOCK_D=bd,
+                        num_warps=warps))
                 cands[("scatter_add", elements, warps)] = (
                     lambda grid=grid, bn=bn, warps=warps: k._scatter_add_kernel[grid](
-                        idx, g, acc, b, d, g.stride(0), g.stride(1), -1, BLOCK_N=bn, BLOCK_D=bd, num_warps=warps))
+                        idx, g, acc, b, g.stride(0), g.stride(1), -1, D=d, ALIGN=a, BLOCK_N=bn, BLOCK_D=bd,
+                        num_warps=warps))
         t = _time(cands, cfg, device, 10.0)
         for (kernel, elements, warps), timing in t.items():
             moved = b * 8 + (2 * b * d * 4 if kernel == "gather" else b * d * 4 + v * d * 4)

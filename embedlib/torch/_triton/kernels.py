@@ -21,6 +21,7 @@ import time; :mod:`embedlib.torch._triton` imports it only when a kernel is abou
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -78,6 +79,17 @@ def warps(bn: int, bd: int) -> int:
     return 8 if bn * bd >= 8192 else 4 if bn * bd >= 2048 else 2 if bn * bd >= 512 else 1
 
 
+def align(dim: int, itemsize: int, *row_strides: int, col_strides=(1,)) -> int:
+    """The largest power of two, at most 16 bytes' worth of elements, that divides ``dim`` and every
+    row stride: every row then starts on a 16-byte boundary (when the pointers do, which Triton
+    checks itself), and the kernels tell the compiler so, which lets it move rows in 16-byte
+    vectors. A column stride other than 1 rules vectors out: 1."""
+    if any(c != 1 for c in col_strides):
+        return 1
+    g = math.gcd(dim, max(1, 16 // itemsize), *row_strides)
+    return g & -g if g else 1
+
+
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     """Half-precision gradients are added in float32 and rounded once at the end, as torch does."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -87,15 +99,17 @@ def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
 # Forward: out[i] = weight[idx[i]]
 # --------------------------------------------------------------------------------------------------
 @triton.jit(do_not_specialize=["n"])
-def _gather_kernel(idx_ptr, w_ptr, out_ptr, n, D, stride_wr, stride_wc,
-                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _gather_kernel(idx_ptr, w_ptr, out_ptr, n, stride_wr, stride_wc,
+                   D: tl.constexpr, ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < n
     src = tl.load(idx_ptr + rows, mask=row_ok, other=0).to(tl.int64)
+    src_at = tl.multiple_of(src * stride_wr, ALIGN)  # where each wanted row starts (see align())
+    out_at = tl.multiple_of(rows * D, ALIGN)
     ok = row_ok[:, None] & (cols < D)[None, :]
-    vals = tl.load(w_ptr + src[:, None] * stride_wr + cols[None, :] * stride_wc, mask=ok)
-    tl.store(out_ptr + rows[:, None] * D + cols[None, :], vals, mask=ok)
+    vals = tl.load(w_ptr + src_at[:, None] + cols[None, :] * stride_wc, mask=ok)
+    tl.store(out_ptr + out_at[:, None] + cols[None, :], vals, mask=ok)
 
 
 def gather(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -107,7 +121,8 @@ def gather(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     bd = block_d(dim)
     bn = block_n(bd)
     grid = (triton.cdiv(n, bn), triton.cdiv(dim, bd))
-    _gather_kernel[grid](idx, weight, out, n, dim, weight.stride(0), weight.stride(1),
+    a = align(dim, weight.element_size(), weight.stride(0), col_strides=(weight.stride(1),))
+    _gather_kernel[grid](idx, weight, out, n, weight.stride(0), weight.stride(1), D=dim, ALIGN=a,
                          BLOCK_N=bn, BLOCK_D=bd, num_warps=warps(bn, bd))
     return out
 
@@ -116,16 +131,18 @@ def gather(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 # Backward, fast: out[idx[i]] += grad[i] with atomic adds (the order of the adds is up to the GPU)
 # --------------------------------------------------------------------------------------------------
 @triton.jit(do_not_specialize=["n", "pad"])
-def _scatter_add_kernel(idx_ptr, g_ptr, out_ptr, n, D, stride_gr, stride_gc, pad,
-                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _scatter_add_kernel(idx_ptr, g_ptr, out_ptr, n, stride_gr, stride_gc, pad,
+                        D: tl.constexpr, ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < n
     dst = tl.load(idx_ptr + rows, mask=row_ok, other=0).to(tl.int64)
     keep = row_ok & (dst != pad)  # the padding row receives nothing
     ok = keep[:, None] & (cols < D)[None, :]
-    g = tl.load(g_ptr + rows[:, None] * stride_gr + cols[None, :] * stride_gc, mask=ok, other=0.0)
-    tl.atomic_add(out_ptr + dst[:, None] * D + cols[None, :], g.to(out_ptr.dtype.element_ty), mask=ok,
+    g_at = tl.multiple_of(rows * stride_gr, ALIGN)
+    out_at = tl.multiple_of(dst * D, ALIGN)
+    g = tl.load(g_ptr + g_at[:, None] + cols[None, :] * stride_gc, mask=ok, other=0.0)
+    tl.atomic_add(out_ptr + out_at[:, None] + cols[None, :], g.to(out_ptr.dtype.element_ty), mask=ok,
                   sem="relaxed")
 
 
@@ -138,7 +155,8 @@ def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, pad:
         bd = block_d(dim)
         bn = block_n(bd)
         grid = (triton.cdiv(n, bn), triton.cdiv(dim, bd))
-        _scatter_add_kernel[grid](idx, grad, out, n, dim, grad.stride(0), grad.stride(1), pad,
+        a = align(dim, grad.element_size(), grad.stride(0), col_strides=(grad.stride(1),))
+        _scatter_add_kernel[grid](idx, grad, out, n, grad.stride(0), grad.stride(1), pad, D=dim, ALIGN=a,
                                   BLOCK_N=bn, BLOCK_D=bd, num_warps=warps(bn, bd))
     return out if acc == grad.dtype else out.to(grad.dtype)
 
@@ -147,8 +165,8 @@ def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, pad:
 # Backward, deterministic: sort once, then add each run of equal indices in a fixed order
 # --------------------------------------------------------------------------------------------------
 @triton.jit(do_not_specialize=["num_pieces", "pad"])
-def _segment_sum_kernel(perm_ptr, src_ptr, starts_ptr, keys_ptr, out_ptr, num_pieces, D,
-                        stride_sr, stride_sc, pad,
+def _segment_sum_kernel(perm_ptr, src_ptr, starts_ptr, keys_ptr, out_ptr, num_pieces,
+                        stride_sr, stride_sc, pad, D: tl.constexpr, ALIGN: tl.constexpr,
                         HAS_PERM: tl.constexpr, TO_ROWS: tl.constexpr,
                         BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
     """Piece ``p`` is the run ``[starts[p], starts[p+1])`` of a sorted sequence; its members are
@@ -168,15 +186,20 @@ def _segment_sum_kernel(perm_ptr, src_ptr, starts_ptr, keys_ptr, out_ptr, num_pi
         j = begin + k
         if HAS_PERM:
             j = tl.load(perm_ptr + j, mask=active, other=0)
+        # Each row's pointer first, then its columns: written as one 2-D offset, the same address
+        # makes Triton 3.6's layout pass fail for D = 32 and 64 when the rows come through perm.
+        row_ptr = src_ptr + tl.multiple_of(j.to(tl.int64) * stride_sr, ALIGN)
         ok = active[:, None] & col_ok
-        v = tl.load(src_ptr + j.to(tl.int64)[:, None] * stride_sr + cols[None, :] * stride_sc, mask=ok, other=0.0)
+        v = tl.load(row_ptr[:, None] + cols[None, :] * stride_sc, mask=ok, other=0.0)
         acc += v.to(out_ptr.dtype.element_ty)
     if TO_ROWS:
         key = tl.load(keys_ptr + pieces, mask=piece_ok, other=0).to(tl.int64)
         ok = (piece_ok & (key != pad))[:, None] & col_ok
-        tl.store(out_ptr + key[:, None] * D + cols[None, :], acc, mask=ok)
+        out_at = tl.multiple_of(key * D, ALIGN)
+        tl.store(out_ptr + out_at[:, None] + cols[None, :], acc, mask=ok)
     else:
-        tl.store(out_ptr + pieces[:, None] * D + cols[None, :], acc, mask=piece_ok[:, None] & col_ok)
+        out_at = tl.multiple_of(pieces * D, ALIGN)
+        tl.store(out_ptr + out_at[:, None] + cols[None, :], acc, mask=piece_ok[:, None] & col_ok)
 
 
 def _pieces(sorted_keys: torch.Tensor, chunk: int):
@@ -198,8 +221,9 @@ def _segment_sum(perm, src, starts, keys, out, pad, to_rows):
     bd = block_d(dim)
     bp = block_n(bd, 2048)
     grid = (triton.cdiv(num_pieces, bp), triton.cdiv(dim, bd))
-    _segment_sum_kernel[grid](perm if perm is not None else starts, src, starts, keys, out, num_pieces, dim,
-                              src.stride(0), src.stride(1), pad, HAS_PERM=perm is not None,
+    a = align(dim, min(src.element_size(), out.element_size()), src.stride(0), col_strides=(src.stride(1),))
+    _segment_sum_kernel[grid](perm if perm is not None else starts, src, starts, keys, out, num_pieces,
+                              src.stride(0), src.stride(1), pad, D=dim, ALIGN=a, HAS_PERM=perm is not None,
                               TO_ROWS=to_rows, BLOCK_P=bp, BLOCK_D=bd, num_warps=warps(bp, bd))
 
 
@@ -236,7 +260,7 @@ def scatter_add_deterministic(idx: torch.Tensor, grad: torch.Tensor, num_embeddi
 # --------------------------------------------------------------------------------------------------
 @triton.jit(do_not_specialize=["num_bags", "pad"])
 def _bag_forward_kernel(idx_ptr, w_ptr, bounds_ptr, psw_ptr, out_ptr, argmax_ptr, count_ptr,
-                        num_bags, D, stride_wr, stride_wc, pad,
+                        num_bags, stride_wr, stride_wc, pad, D: tl.constexpr, ALIGN: tl.constexpr,
                         MODE: tl.constexpr, HAS_PSW: tl.constexpr, SAVE_ARGMAX: tl.constexpr,
                         ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     bags = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -254,7 +278,8 @@ def _bag_forward_kernel(idx_ptr, w_ptr, bounds_ptr, psw_ptr, out_ptr, argmax_ptr
         row = tl.load(idx_ptr + e, mask=k < length, other=0).to(tl.int64)
         keep = (k < length) & (row != pad)
         ok = keep[:, None] & col_ok
-        v = tl.load(w_ptr + row[:, None] * stride_wr + cols[None, :] * stride_wc, mask=ok, other=0.0).to(acc.dtype)
+        w_at = tl.multiple_of(row * stride_wr, ALIGN)
+        v = tl.load(w_ptr + w_at[:, None] + cols[None, :] * stride_wc, mask=ok, other=0.0).to(acc.dtype)
         count += keep.to(tl.int64)
         if MODE == 2:
             # First maximum wins; a NaN wins over numbers and then stays (torch.maximum's rule).
@@ -271,9 +296,10 @@ def _bag_forward_kernel(idx_ptr, w_ptr, bounds_ptr, psw_ptr, out_ptr, argmax_ptr
     if MODE == 2:
         acc = tl.where(best_at < 0, 0.0, acc)
     ok = bag_ok[:, None] & col_ok
-    tl.store(out_ptr + bags[:, None] * D + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
+    out_at = tl.multiple_of(bags * D, ALIGN)
+    tl.store(out_ptr + out_at[:, None] + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
     if SAVE_ARGMAX:
-        tl.store(argmax_ptr + bags[:, None] * D + cols[None, :], best_at, mask=ok)
+        tl.store(argmax_ptr + out_at[:, None] + cols[None, :], best_at, mask=ok)
     if MODE == 1:
         tl.store(count_ptr + bags, count, mask=bag_ok & (tl.program_id(1) == 0))
 
@@ -295,7 +321,9 @@ def bag_forward(idx, weight, bounds, psw, pad, mode, save_argmax):
     dummy = bounds
     _bag_forward_kernel[grid](idx, weight, bounds, psw if psw is not None else dummy, out,
                               argmax if argmax is not None else dummy, counts if counts is not None else dummy,
-                              num_bags, dim, weight.stride(0), weight.stride(1), pad,
+                              num_bags, weight.stride(0), weight.stride(1), pad, D=dim,
+                              ALIGN=align(dim, weight.element_size(), weight.stride(0),
+                                          col_strides=(weight.stride(1),)),
                               MODE=m, HAS_PSW=psw is not None, SAVE_ARGMAX=argmax is not None,
                               ACC=tl.float64 if weight.dtype == torch.float64 else tl.float32,
                               BLOCK_B=bb, BLOCK_D=bd, num_warps=warps(bb, bd))
@@ -303,8 +331,8 @@ def bag_forward(idx, weight, bounds, psw, pad, mode, save_argmax):
 
 
 @triton.jit(do_not_specialize=["num_bags", "pad"])
-def _bag_backward_kernel(idx_ptr, g_ptr, bounds_ptr, psw_ptr, count_ptr, out_ptr, num_bags, D,
-                         stride_gr, stride_gc, pad,
+def _bag_backward_kernel(idx_ptr, g_ptr, bounds_ptr, psw_ptr, count_ptr, out_ptr, num_bags,
+                         stride_gr, stride_gc, pad, D: tl.constexpr, ALIGN: tl.constexpr,
                          MEAN: tl.constexpr, HAS_PSW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     """Sum and mean bags: every entry ``e`` of bag ``b`` adds ``grad[b] * psw[e]`` (or
     ``grad[b] / count[b]``) to row ``idx[e]`` of ``out``, by atomic adds."""
@@ -315,7 +343,8 @@ def _bag_backward_kernel(idx_ptr, g_ptr, bounds_ptr, psw_ptr, count_ptr, out_ptr
     begin = tl.load(bounds_ptr + bags, mask=bag_ok, other=0)
     end = tl.load(bounds_ptr + bags + 1, mask=bag_ok, other=0)
     length = end - begin
-    g = tl.load(g_ptr + bags[:, None] * stride_gr + cols[None, :] * stride_gc, mask=bag_ok[:, None] & col_ok,
+    g_at = tl.multiple_of(bags * stride_gr, ALIGN)
+    g = tl.load(g_ptr + g_at[:, None] + cols[None, :] * stride_gc, mask=bag_ok[:, None] & col_ok,
                 other=0.0).to(out_ptr.dtype.element_ty)
     if MEAN:
         count = tl.load(count_ptr + bags, mask=bag_ok, other=1)
@@ -327,7 +356,8 @@ def _bag_backward_kernel(idx_ptr, g_ptr, bounds_ptr, psw_ptr, count_ptr, out_ptr
         v = g
         if HAS_PSW:
             v = v * tl.load(psw_ptr + e, mask=keep, other=0.0).to(g.dtype)[:, None]
-        tl.atomic_add(out_ptr + row[:, None] * D + cols[None, :], v, mask=keep[:, None] & col_ok, sem="relaxed")
+        out_at = tl.multiple_of(row * D, ALIGN)
+        tl.atomic_add(out_ptr + out_at[:, None] + cols[None, :], v, mask=keep[:, None] & col_ok, sem="relaxed")
 
 
 def bag_backward(idx, grad, bounds, psw, counts, num_embeddings, pad, mode):
@@ -340,7 +370,9 @@ def bag_backward(idx, grad, bounds, psw, counts, num_embeddings, pad, mode):
         bb = block_n(bd, 2048)
         grid = (triton.cdiv(num_bags, bb), triton.cdiv(dim, bd))
         _bag_backward_kernel[grid](idx, grad, bounds, psw if psw is not None else bounds,
-                                   counts if counts is not None else bounds, out, num_bags, dim,
-                                   grad.stride(0), grad.stride(1), pad, MEAN=mode == "mean",
+                                   counts if counts is not None else bounds, out, num_bags,
+                                   grad.stride(0), grad.stride(1), pad, D=dim,
+                                   ALIGN=align(dim, grad.element_size(), grad.stride(0), col_strides=(grad.stride(1),)),
+                                   MEAN=mode == "mean",
                                    HAS_PSW=psw is not None, BLOCK_B=bb, BLOCK_D=bd, num_warps=warps(bb, bd))
     return out if acc == grad.dtype else out.to(grad.dtype)
