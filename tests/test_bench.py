@@ -154,3 +154,42 @@ def test_gpu_only_records_can_be_produced_on_the_cpu():
     assert next(r for r in records if r["name"] == "deterministic backward repeats bitwise")["equal"] is True
     with pytest.raises(ValueError, match="needs --device cuda"):
         bench.run(suites=("tune",))
+
+
+def test_the_threaded_paths_give_the_same_bytes(monkeypatch):
+    """The speed-ups that the benchmark measures (threads in embedlib.numpy's gather and
+    scatter-add) must not change a single bit; force them on for tiny arrays and compare."""
+    from embedlib import numpy as el
+    from embedlib.numpy import _arrays
+    monkeypatch.setattr(_arrays, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(_arrays, "_busy", lambda threads: False)
+    monkeypatch.setattr(_arrays, "_threads", lambda: 3)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((50, 7)).astype(np.float32)
+    idx = rng.integers(0, 50, size=(9, 11))
+    assert _arrays._split(idx.size, 1 << 30) != [(0, idx.size)]  # the threaded path is taken
+    np.testing.assert_array_equal(el.lookup(idx, w), w[idx])
+    g = rng.standard_normal((9, 11, 7)).astype(np.float32)
+    monkeypatch.setattr(_arrays, "_busy", lambda threads: True)
+    serial = el.lookup_backward(idx, g, 50)
+    monkeypatch.setattr(_arrays, "_busy", lambda threads: False)
+    assert el.lookup_backward(idx, g, 50).tobytes() == serial.tobytes()
+    unique = rng.permutation(50)[:20]  # no repeats: the threaded copy alone
+    rows = rng.standard_normal((20, 7))
+    expected = np.zeros((50, 7))
+    expected[unique] = rows
+    assert el.lookup_backward(unique, rows, 50).tobytes() == expected.tobytes()
+
+
+def test_threaded_jobs_reraise_errors_and_finish_everything(monkeypatch):
+    from embedlib.numpy import _arrays
+    monkeypatch.setattr(_arrays, "_threads", lambda: 3)
+    done = []
+    _arrays._run([(done.append, i) for i in range(10)])
+    assert sorted(done) == list(range(10))
+
+    def boom(i):
+        if i == 3:
+            raise RuntimeError("job 3 failed")
+    with pytest.raises(RuntimeError, match="job 3 failed"):
+        _arrays._run([(boom, i) for i in range(6)])

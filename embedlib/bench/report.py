@@ -22,6 +22,10 @@ def environment(device="cpu") -> dict:
         env["cpus_usable"] = len(os.sched_getaffinity(0))
     except AttributeError:
         pass
+    try:  # how busy the machine was: timings on a shared machine depend on it
+        env["load_average_1min"] = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        pass
     try:
         import torch
         env.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
@@ -129,7 +133,8 @@ def format_table(report: dict) -> str:
     env = report["environment"]
     where = env.get("gpu") or env.get("processor")
     lines.append(f"embedlib benchmark, {env['date']}, device {env['device']} ({where}), "
-                 f"numpy {env['numpy']}, torch {env.get('torch')}, triton {env.get('triton')}")
+                 f"numpy {env['numpy']}, torch {env.get('torch')}, triton {env.get('triton')}, "
+                 f"{env.get('cpus_usable', env.get('cpu_count'))} CPUs, load average {env.get('load_average_1min')}")
     rows = [("suite", "what", "sizes", "time", "GB/s", "spread")]
     for r in report["results"]:
         if "skipped" in r:
