@@ -2,6 +2,7 @@
 fast gathers and scatter-adds that the operations share."""
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +18,8 @@ def indices(values, what: str = "indices") -> np.ndarray:
     arr = np.asarray(values)
     if arr.size == 0 and not isinstance(values, np.ndarray) and arr.dtype == np.float64:
         arr = arr.astype(np.int64)
-    kind = "bool" if arr.dtype == np.bool_ else "int" if np.issubdtype(arr.dtype, np.integer) else "other"
-    _checks.index_dtype(kind, str(arr.dtype), what)
+    if arr.dtype.kind not in "iu":  # signed and unsigned integers pass without building a message
+        _checks.index_dtype("bool" if arr.dtype.kind == "b" else "other", str(arr.dtype), what)
     return arr
 
 
@@ -60,8 +61,10 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=None)
 def _threads() -> int:
-    """The cores this process may use (the affinity mask, not the machine's count), at most 8."""
+    """The cores this process may use (the affinity mask, not the machine's count), at most 8;
+    looked up once."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
