@@ -8,7 +8,8 @@ import platform
 
 
 def environment(device="cpu") -> dict:
-    """Where the numbers come from: machine, library versions, date (UTC), and the GPU if any."""
+    """Where the numbers come from: machine, library versions, date (UTC), and the GPU if any
+    (chapter 9 labels its GPU figures with them)."""
     import numpy as np
 
     import embedlib
@@ -64,7 +65,8 @@ def _ratio(target_id, description, needed, slow, fast, *, note=""):
 
 
 def targets(results: list) -> list:
-    """The issue's targets that this run measured: each a ratio of two timings from this run.
+    """The speed targets that this run measured (chapters 3 and 9): each a ratio of two timings
+    from this run.
 
     Speed targets are "how many times faster": the other candidate's time over embedlib's. The
     bandwidth targets are a share: the lookup's GB/s over the device-to-device copy's GB/s.
@@ -128,7 +130,7 @@ def _params(p: dict) -> str:
 
 
 def format_table(report: dict) -> str:
-    """The results and the targets as plain-text tables."""
+    """The results and the targets as plain-text tables (what ``python -m embedlib.bench`` prints)."""
     lines = []
     env = report["environment"]
     where = env.get("gpu") or env.get("processor")
@@ -169,6 +171,7 @@ def _columns(rows) -> list:
 
 
 def write_json(report: dict, path) -> None:
+    """Save a report from :func:`embedlib.bench.run` (chapter 9 plots the GPU's from such a file)."""
     with open(path, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1, sort_keys=False)
         f.write("\n")

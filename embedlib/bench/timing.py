@@ -22,7 +22,8 @@ from typing import Callable, NamedTuple
 
 
 class Timing(NamedTuple):
-    """Seconds per call: the median of ``samples`` (each the mean of ``number`` back-to-back calls)."""
+    """Seconds per call: the median of ``samples`` (each the mean of ``number`` back-to-back calls);
+    what :func:`measure` returns (chapter 3)."""
 
     median: float
     samples: tuple
@@ -64,7 +65,8 @@ def _clock(device):
 
 def measure(candidates: dict, *, device="cpu", repeats: int = 5, min_sample: float | None = None,
             budget: float | None = None) -> dict:
-    """Time each callable in ``candidates`` (name -> zero-argument function): ``{name: Timing}``.
+    """Time each callable in ``candidates`` (name -> zero-argument function): ``{name: Timing}``
+    (chapter 3 times the one-hot product and the lookup with it, chapter 9 the GPU kernels).
 
     Each is warmed up once, then called ``number`` times per sample, where ``number`` makes one
     sample last at least ``min_sample`` seconds (default 10 ms on a CPU, 2 ms on a GPU: enough to
@@ -92,7 +94,8 @@ def measure(candidates: dict, *, device="cpu", repeats: int = 5, min_sample: flo
 
 
 def peak_bytes(fn: Callable, device="cpu") -> int:
-    """Bytes allocated at the peak of one call of ``fn``, above what was allocated before it.
+    """Bytes allocated at the peak of one call of ``fn``, above what was allocated before it
+    (chapter 3: the one-hot product's memory grows with V, the lookup's does not).
 
     On a CPU this counts NumPy's and Python's allocations (``tracemalloc``; NumPy reports its array
     buffers to it); torch CPU tensors are not counted. On a GPU it is torch's allocator peak.
