@@ -21,6 +21,7 @@ import time; :mod:`embedlib.torch._triton` imports it only when a kernel is abou
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -90,6 +91,19 @@ def align(dim: int, itemsize: int, *row_strides: int, col_strides=(1,)) -> int:
     return g & -g if g else 1
 
 
+def on_its_device(launch):
+    """Run ``launch`` with the GPU that holds its first tensor as the current device: Triton launches
+    on the current device, which need not be the one the tensors live on (``cuda:1``, say)."""
+    @functools.wraps(launch)
+    def wrapper(*args, **kwargs):
+        t = next(a for a in args if isinstance(a, torch.Tensor))
+        if t.is_cuda and t.device.index is not None and t.device.index != torch.cuda.current_device():
+            with torch.cuda.device(t.device):
+                return launch(*args, **kwargs)
+        return launch(*args, **kwargs)
+    return wrapper
+
+
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     """Half-precision gradients are added in float32 and rounded once at the end, as torch does."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -112,6 +126,7 @@ def _gather_kernel(idx_ptr, w_ptr, out_ptr, n, stride_wr, stride_wc,
     tl.store(out_ptr + out_at[:, None] + cols[None, :], vals, mask=ok)
 
 
+@on_its_device
 def gather(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``weight[idx]`` for a flat, contiguous int32/int64 ``idx``: shape ``(len(idx), D)``."""
     n, dim = idx.numel(), weight.shape[1]
@@ -146,6 +161,7 @@ def _scatter_add_kernel(idx_ptr, g_ptr, out_ptr, n, stride_gr, stride_gc, pad,
                   sem="relaxed")
 
 
+@on_its_device
 def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, pad: int = -1) -> torch.Tensor:
     """Dense ``(V, D)`` sum of the ``grad`` rows per index, by atomic adds; ``pad`` (or -1) is skipped."""
     n, dim = idx.numel(), grad.shape[1]
@@ -227,6 +243,7 @@ def _segment_sum(perm, src, starts, keys, out, pad, to_rows):
                               TO_ROWS=to_rows, BLOCK_P=bp, BLOCK_D=bd, num_warps=warps(bp, bd))
 
 
+@on_its_device
 def scatter_add_deterministic(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int,
                               pad: int = -1, chunk: int = CHUNK) -> torch.Tensor:
     """The same sums as :func:`scatter_add`, added in an order fixed by the indices alone.
@@ -304,6 +321,7 @@ def _bag_forward_kernel(idx_ptr, w_ptr, bounds_ptr, psw_ptr, out_ptr, argmax_ptr
         tl.store(count_ptr + bags, count, mask=bag_ok & (tl.program_id(1) == 0))
 
 
+@on_its_device
 def bag_forward(idx, weight, bounds, psw, pad, mode, save_argmax):
     """``(out, argmax, counts)``: ``argmax`` (entry of each (bag, column) maximum, -1 for none)
     only for mode "max" with ``save_argmax``; ``counts`` (non-padding entries per bag) for "mean"."""
@@ -360,6 +378,7 @@ def _bag_backward_kernel(idx_ptr, g_ptr, bounds_ptr, psw_ptr, count_ptr, out_ptr
         tl.atomic_add(out_ptr + out_at[:, None] + cols[None, :], v, mask=keep[:, None] & col_ok, sem="relaxed")
 
 
+@on_its_device
 def bag_backward(idx, grad, bounds, psw, counts, num_embeddings, pad, mode):
     """Dense ``(V, D)`` gradient of a sum or mean bag w.r.t. the weight, by atomic adds."""
     num_bags, dim = bounds.numel() - 1, grad.shape[1]
