@@ -19,6 +19,11 @@
 #
 # Budget: GPU_CHECK_BUDGET seconds in all (default 360); a step never starts with less than 20 s
 # left, and never runs past the budget.
+#
+# Afterwards (on the machine without the GPU): copy $OUT/bench_gpu.json to book/data/gpu_benchmark.json
+# and commit it; chapter 3 then shows its one-hot numbers (labelled with the GPU, the versions and the
+# date) where no GPU is present, and chapter 9 plots its forward, backward and bag results. The
+# targets table at the end of $OUT/bench_gpu.txt says which GPU targets held.
 set -u
 
 OUT="${OUT:-gpu_check_out}"
