@@ -43,11 +43,11 @@ def floats(values, name: str) -> np.ndarray:
     return arr
 
 
-
 def deterministic(value) -> None:
     """``deterministic=`` is True, False or None in both backends (NumPy is always deterministic)."""
     if value is not None and not isinstance(value, bool):
         raise TypeError(f"deterministic must be True, False or None, got {value!r}")
+
 
 # --------------------------------------------------------------------------------------------------
 # Fast row gathers and scatter-adds (chapters 3 and 4 measure them; `python -m embedlib.bench`).
@@ -78,6 +78,16 @@ def _executor() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="embedlib")
         return _pool
+
+
+def _forget_pool() -> None:
+    """A forked child has none of its parent's threads: it starts a pool of its own when needed."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 #: Pieces per thread: small enough that a thread which gets no core for a while leaves its share
