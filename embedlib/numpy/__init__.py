@@ -4,6 +4,7 @@
 """
 from embedlib._checks import DEFAULT_MAX_BYTES
 from embedlib.numpy.bag import embedding_bag
+from embedlib.numpy.factorization import MatrixFactorization, rmse, train_sgd
 from embedlib.numpy.hashing import hash_bucket
 from embedlib.numpy.layers import Embedding, EmbeddingBag
 from embedlib.numpy.lookup import lookup, lookup_backward
@@ -15,6 +16,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "Embedding",
     "EmbeddingBag",
+    "MatrixFactorization",
     "Neighbors",
     "embedding_bag",
     "hash_bucket",
@@ -24,4 +26,6 @@ __all__ = [
     "one_hot",
     "onehot_matmul",
     "renorm_",
+    "rmse",
+    "train_sgd",
 ]
