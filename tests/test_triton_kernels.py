@@ -369,11 +369,12 @@ def test_bag_errors_are_those_of_the_torch_path(device, monkeypatch):
 def test_the_benchmarks_tuning_suite_runs_the_kernels(device):
     """``python -m embedlib.bench --suites tune`` launches the kernels directly with each block size."""
     from embedlib.bench import SIZES, suites
-    cfg = dict(SIZES["small"], gpu_v=40, gpu_b=16, repeats=3, min_sample=0.0)
+    cfg = dict(SIZES["small"], gpu_v=40, gpu_b=16, bag_v=30, bag_d=5, gpu_bags=6, gpu_bag_size=3, repeats=3,
+               min_sample=0.0)
     records = suites.tune(cfg, str(device), log=lambda *a: None)
-    assert {r["name"] for r in records} == {"gather", "scatter_add"}
-    assert len(records) == 3 * 4 * 2 * 2 and all(r["seconds"] > 0 for r in records)
-    assert sum(r["params"]["default"] for r in records) == 3 * 2  # the kernels' own choice is among them
+    assert {r["name"] for r in records} == {"gather", "scatter_add", "bag_forward"}
+    assert len(records) == 3 * 4 * 2 * 2 + 3 * 3 and all(r["seconds"] > 0 for r in records)
+    assert sum(r["params"]["default"] for r in records) == 3 * 2 + 1  # the kernels' own choice is among them
 
 
 # --------------------------------------------------------------------------------------------------

@@ -302,7 +302,7 @@ def bags(cfg, device="cpu", log=print):
 
 # --------------------------------------------------------------------------------------------------
 def tune(cfg, device="cuda", log=print):
-    """Block sizes for the gather and the atomic scatter-add kernels: the time of each
+    """Block sizes for the gather, the atomic scatter-add and the bag kernels: the time of each
     ``(elements per program, warps)`` for a few D (chapter 9's tuning table). Not in the default run."""
     import torch
     import triton
@@ -339,4 +339,33 @@ def tune(cfg, device="cuda", log=print):
                                                             default=elements == k.ELEMENTS_PER_PROGRAM and
                                                             warps == k.warps(k.block_n(bd), bd)), timing, moved))
         log(f"  tuning, D={d}: done")
+        del w, g, res, acc
+
+    # the bag kernel (mode "sum") at the bag benchmark's sizes
+    import triton.language as tl
+    d, n_bags, size = cfg["bag_d"], cfg["gpu_bags"], cfg["gpu_bag_size"]
+    w = torch.randn(cfg["bag_v"], d, generator=gen).to(device)
+    flat = torch.randint(0, cfg["bag_v"], (n_bags * size,), generator=gen).to(device)
+    bounds = torch.arange(0, n_bags * size + 1, size, device=device)
+    res = torch.empty(n_bags, d, device=device)
+    bd = k.block_d(d)
+    a = k.align(d, 4, d)
+    cands = {}
+    for elements in (1024, 2048, 4096):
+        bb = k.block_n(bd, elements)
+        for warps in (2, 4, 8):
+            grid = (triton.cdiv(n_bags, bb), triton.cdiv(d, bd))
+            cands[("bag_forward", elements, warps)] = (
+                lambda grid=grid, bb=bb, warps=warps: k._bag_forward_kernel[grid](
+                    flat, w, bounds, bounds, res, bounds, bounds, n_bags, w.stride(0), w.stride(1), -1, D=d, ALIGN=a,
+                    MODE=0, HAS_PSW=False, SAVE_ARGMAX=False, ACC=tl.float32, BLOCK_B=bb, BLOCK_D=bd,
+                    num_warps=warps))
+    t = _time(cands, cfg, device, 10.0)
+    moved = flat.numel() * 8 + bounds.numel() * 8 + flat.numel() * d * 4 + n_bags * d * 4
+    for (kernel, elements, warps), timing in t.items():
+        default = elements == 2048 and warps == k.warps(k.block_n(bd, 2048), bd)
+        out.append(_record("tune", kernel, device, dict(V=cfg["bag_v"], D=d, bags=n_bags, bag_size=size,
+                                                        elements=elements, warps=warps, default=default),
+                           timing, moved))
+    log("  tuning, bags: done")
     return out
