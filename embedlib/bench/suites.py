@@ -154,7 +154,8 @@ def numpy_lookups(cfg, log=print):
         "np.take": lambda: np.take(w, idx, axis=0),
         "embedlib.numpy.lookup": lambda: el.lookup(idx, w),
     }
-    t = _time(fwd, cfg, "cpu", 15.0)
+    # The targets compare these three within a few per cent: more repeats steady their medians.
+    t = _time(fwd, dict(cfg, repeats=2 * cfg["repeats"] + 1), "cpu", 15.0)
     moved = b * 8 + 2 * b * d * 4
     out = [_record("forward", name, "cpu", params, t[name], moved) for name in fwd]
     log("  numpy forward: done")
