@@ -15,7 +15,8 @@ from nbclient import NotebookClient
 def main(paths):
     for path in paths:
         nb = nbformat.read(path, as_version=4)
-        client = NotebookClient(nb, kernel_name="python3", timeout=900, record_timing=False,
+        # coalesce_streams: a progress bar's refreshes are stored as its final state, not one line each
+        client = NotebookClient(nb, kernel_name="python3", timeout=900, record_timing=False, coalesce_streams=True,
                                 resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}})
         client.execute()
         nbformat.write(nb, path)

@@ -354,3 +354,29 @@ def test_layers_agree_across_backends(case, data):
     a.backward(g)
     out_b.backward(torch.from_numpy(g))
     np.testing.assert_allclose(_dense(a.grad, w.shape[0]), b.weight.grad.numpy(), **tol(w.dtype))
+
+
+@pytest.mark.parametrize("mode", [None, "sum", "mean", "max"])
+def test_zero_dimensional_embeddings_have_empty_gradients(backend, mode):
+    # D = 0 is legal (a model may drop a table by giving it no columns); shapes must still work out.
+    if mode is None:
+        layer = backend.el.Embedding(5, 0, seed=0)
+        out = layer(backend.arr(np.array([1, 2, 2])))
+        expected = (3, 0)
+    else:
+        layer = backend.el.EmbeddingBag(5, 0, mode=mode, seed=0)
+        out = layer(backend.arr(np.array([1, 2, 2])), backend.arr(np.array([0, 1])))
+        expected = (2, 0)
+    assert tuple(out.shape) == expected
+    if backend.name == "numpy":
+        grad = layer.backward(np.ones(expected, np.float32))
+        assert grad.values.shape[1] == 0
+        assert grad.to_dense(5).shape == (5, 0)
+    else:
+        out.sum().backward()
+        assert tuple(layer.weight.grad.shape) == (5, 0)
+
+
+def test_zero_dimensional_lookup_backward(backend):
+    grad = backend.el.lookup_backward(backend.arr(np.array([1, 2, 2])), backend.arr(np.ones((3, 0))), 5)
+    assert tuple(grad.shape) == (5, 0)

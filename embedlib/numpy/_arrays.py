@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -95,24 +96,64 @@ if hasattr(os, "register_at_fork"):
 PIECES_PER_THREAD = 2
 
 
-def _busy(threads: int) -> bool:
-    """Whether the machine is oversubscribed (1-minute load average above the cores plus a half; this
-    process's own threads count in it too): then helper threads wait for a core, add switching, and
-    one thread is as fast (measured on 2 cores: 0.9x to 1.0x of one thread)."""
-    try:
-        return os.getloadavg()[0] > threads + 0.5
-    except (AttributeError, OSError):  # no load average on this platform
-        return False
+class _Chooser:
+    """Threads or not, decided by measuring: the seconds per byte of each way, smoothed over recent
+    large calls, and the faster way wins.
+
+    Whether a second core speeds up a gather depends on the machine at that moment: on an idle
+    2-core machine two threads took 12 ms where one took 21 ms; with another program busy on the
+    other core they took 23 ms. No rule of thumb (core counts, load averages) predicted which, so
+    each large call is timed: the first two calls try both ways, then the faster one is used, and
+    every 16th call tries the other again in case the machine changed. The bytes computed are the
+    same either way; only the time differs.
+    """
+
+    EXPLORE_EVERY = 16
+
+    def __init__(self):
+        self.rate = {False: None, True: None}  # seconds per byte, exponentially smoothed
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def pick(self) -> bool:
+        with self.lock:
+            self.calls += 1
+            if self.rate[True] is None:
+                return True
+            if self.rate[False] is None:
+                return False
+            faster = self.rate[True] <= self.rate[False]
+            return (not faster) if self.calls % self.EXPLORE_EVERY == 0 else faster
+
+    def record(self, threaded: bool, seconds: float, nbytes: int) -> None:
+        with self.lock:
+            rate, old = seconds / max(nbytes, 1), self.rate[threaded]
+            self.rate[threaded] = rate if old is None else 0.7 * old + 0.3 * rate
 
 
-def _split(n: int, nbytes: int):
-    """``[(start, stop)]`` slices of ``range(n)``: one, or a few per thread when the work is worth it."""
+_GATHER, _COPY = _Chooser(), _Chooser()
+
+
+def _split(n: int, nbytes: int, threaded: bool = True):
+    """``[(start, stop)]`` slices of ``range(n)``: one, or a few per thread when the work is worth it
+    and ``threaded``."""
     threads = _threads()
-    if threads == 1 or nbytes < PARALLEL_MIN_BYTES or n < 2 * threads or _busy(threads):
+    if not threaded or threads == 1 or nbytes < PARALLEL_MIN_BYTES or n < 2 * threads:
         return [(0, n)]
     pieces = min(threads * PIECES_PER_THREAD, max(threads, nbytes // max(1, PARALLEL_MIN_BYTES // 4)))
     cuts = np.linspace(0, n, pieces + 1).astype(np.int64).tolist()
     return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _timed(chooser: _Chooser, n: int, nbytes: int, run) -> None:
+    """``run(parts)`` with the parts of ``_split``; large calls are timed for ``chooser``."""
+    if nbytes < PARALLEL_MIN_BYTES or _threads() == 1:
+        run([(0, n)])
+        return
+    threaded = chooser.pick()
+    start = time.perf_counter()
+    run(_split(n, nbytes, threaded))
+    chooser.record(threaded, time.perf_counter() - start, nbytes)
 
 
 def _run(jobs) -> None:
@@ -151,18 +192,28 @@ def take_rows(w: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``w[idx]`` for a 2-D ``w`` and indices already checked to lie in ``[0, len(w))``.
 
     ``np.take`` copies each row with one ``memcpy``, 1.5 to 2.6 times faster than ``w[idx]``, and
-    releases the GIL while it does; large gathers are cut into slices that the cores take in turn,
-    each into its part of one output array (:func:`_run`), so the result is the same bytes, sooner.
+    releases the GIL while it does; large gathers may be cut into slices that the cores take in turn,
+    each into its part of one output array (:func:`_run`), when that has been the faster way lately
+    (:class:`_Chooser`). The result is the same bytes either way.
     """
-    parts = _split(idx.size, idx.size * w.shape[1] * w.itemsize)
-    if len(parts) == 1:
+    nbytes = idx.size * w.shape[1] * w.itemsize
+    if nbytes < PARALLEL_MIN_BYTES or _threads() == 1:
         return np.take(w, idx, axis=0)
-    # With out=, mode="raise" would copy through a buffer; "clip" writes in place and skips a bounds
-    # test that the caller has done already.
-    out = np.empty(idx.shape + w.shape[1:], dtype=w.dtype)
-    flat_idx, flat_out = idx.reshape(-1), out.reshape(-1, w.shape[1])
-    _run([(np.take, w, flat_idx[a:b], 0, flat_out[a:b], "clip") for a, b in parts])
-    return out
+    result = []
+
+    def run(parts):
+        if len(parts) == 1:
+            result.append(np.take(w, idx, axis=0))
+            return
+        # With out=, mode="raise" would copy through a buffer; "clip" writes in place and skips a
+        # bounds test that the caller has done already.
+        out = np.empty(idx.shape + w.shape[1:], dtype=w.dtype)
+        flat_idx, flat_out = idx.reshape(-1), out.reshape(idx.size, w.shape[1])
+        _run([(np.take, w, flat_idx[a:b], 0, flat_out[a:b], "clip") for a, b in parts])
+        result.append(out)
+
+    _timed(_GATHER, idx.size, nbytes, run)
+    return result[0]
 
 
 def _copy_rows(out, rows, src, src_rows) -> None:
@@ -170,14 +221,14 @@ def _copy_rows(out, rows, src, src_rows) -> None:
 
 
 def copy_rows(out: np.ndarray, rows: np.ndarray, src: np.ndarray, src_rows: np.ndarray) -> None:
-    """``out[rows] = src[src_rows]`` for distinct ``rows``, in one thread per core when large.
+    """``out[rows] = src[src_rows]`` for distinct ``rows``, on several threads when large and faster.
 
     Distinct target rows make the slices independent, and NumPy releases the GIL while it copies.
     Writing into a fresh ``np.zeros`` array is also where the operating system hands out (and
     zeroes) its memory pages, page by page on first touch; threads share that cost too.
     """
-    parts = _split(rows.size, rows.size * src[:1].nbytes)
-    _run([(_copy_rows, out, rows[a:b], src, src_rows[a:b]) for a, b in parts])
+    _timed(_COPY, rows.size, rows.size * src[:1].nbytes,
+           lambda parts: _run([(_copy_rows, out, rows[a:b], src, src_rows[a:b]) for a, b in parts]))
 
 
 class Groups(NamedTuple):

@@ -112,7 +112,7 @@ class Embedding(_Table):
         idx = self._saved_or_raise()
         g = _arrays.floats(grad_output, "grad_output")
         _checks.same_shape(g.shape, idx.shape + (self.embedding_dim,), "grad_output", "the shape of the last output")
-        return self._accumulate(*_arrays.segment_sum(idx.reshape(-1), g.reshape(-1, self.embedding_dim)))
+        return self._accumulate(*_arrays.segment_sum(idx.reshape(-1), g.reshape(idx.size, self.embedding_dim)))
 
 
 class EmbeddingBag(_Table):

@@ -44,7 +44,7 @@ def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None, d
     _arrays.deterministic(deterministic)
     # Group the repeats by a sort and add them pairwise: several times faster than np.add.at on a
     # 2-D array, and the same bits on every run (chapter 3 measures it).
-    out = _arrays.scatter_sum(idx.reshape(-1), g.reshape(-1, g.shape[-1]), num_embeddings)
+    out = _arrays.scatter_sum(idx.reshape(-1), g.reshape(idx.size, g.shape[-1]), num_embeddings)
     if pad is not None:
         out[pad] = 0
     return out

@@ -33,7 +33,7 @@ def _scatter_add(idx, grad, num_embeddings, padding_idx, deterministic):
     if _triton.enabled(grad):
         return _triton.scatter_add(idx, grad, num_embeddings, padding_idx, deterministic)
     dim = grad.shape[-1]
-    flat_idx, flat_grad = idx.reshape(-1).long(), grad.reshape(-1, dim)
+    flat_idx, flat_grad = idx.reshape(-1).long(), grad.reshape(idx.numel(), dim)
     if deterministic and grad.is_cuda:
         # index_add uses atomics on CUDA; PyTorch's own embedding backward sorts instead.
         return torch.ops.aten.embedding_dense_backward(flat_grad, flat_idx, num_embeddings,
