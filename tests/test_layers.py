@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import (NUMPY, TORCH, bag_cases, bitwise_equal, indices, lookup_cases, random_weights,
-                      ref_embedding_bag, ref_lookup_backward, tol)
+from conftest import (NUMPY, TORCH, bag_cases, bitwise_equal, lookup_cases, ref_embedding_bag, ref_lookup_backward, tol)
 
 npel, tel = NUMPY.el, TORCH.el
 

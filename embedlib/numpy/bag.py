@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from embedlib import _checks
-from embedlib.numpy import _arrays
+from embedlib.numpy import _arrays, _segments
 
 
 class BagPlan(NamedTuple):
@@ -106,7 +106,7 @@ def backward(p: BagPlan, argmax, grad_output: np.ndarray):
         values = values * p.scale[:, None].astype(g.dtype, copy=False)
     if p.mode == "mean":
         values = values / p.counts[p.bag, None].astype(g.dtype)
-    return _arrays.segment_sum(p.rows, values)
+    return _segments.segment_sum(p.rows, values)
 
 
 def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from embedlib import _checks
-from embedlib.numpy import _arrays
+from embedlib.numpy import _arrays, _segments
 from embedlib.numpy.bag import embedding_bag
 from embedlib.numpy.layers import Embedding, EmbeddingBag
 
@@ -220,7 +220,7 @@ def _bag_backward(layer, saved, grad, bag_reg):
     if layer is None:
         return
     values, inverse = saved
-    layer.backward(_arrays.segment_sum(inverse, grad + bag_reg * values)[1])
+    layer.backward(_segments.segment_sum(inverse, grad + bag_reg * values)[1])
 
 
 def _plus_bag_means(vectors, layer, bags, owners):

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 
 from embedlib import _checks
-from embedlib.numpy import _arrays, bag
+from embedlib.numpy import _arrays, _segments, bag
 from embedlib.numpy.renorm import unchecked_renorm_
 
 
@@ -68,7 +68,7 @@ class _Table:
             keep = rows != self.padding_idx
             rows, values = rows[keep], values[keep]
         if self.grad is not None:
-            rows, values = _arrays.segment_sum(np.r_[self.grad.rows, rows], np.concatenate([self.grad.values, values]))
+            rows, values = _segments.segment_sum(np.r_[self.grad.rows, rows], np.concatenate([self.grad.values, values]))
         self.grad = SparseGrad(rows, values.astype(self.weight.dtype, copy=False))
         return self.grad
 
@@ -112,7 +112,7 @@ class Embedding(_Table):
         idx = self._saved_or_raise()
         g = _arrays.floats(grad_output, "grad_output")
         _checks.same_shape(g.shape, idx.shape + (self.embedding_dim,), "grad_output", "the shape of the last output")
-        return self._accumulate(*_arrays.segment_sum(idx.reshape(-1), g.reshape(idx.size, self.embedding_dim)))
+        return self._accumulate(*_segments.segment_sum(idx.reshape(-1), g.reshape(idx.size, self.embedding_dim)))
 
 
 class EmbeddingBag(_Table):

@@ -1,10 +1,9 @@
 """The embedding lookup and its backward pass (chapters 2 and 4)."""
 from __future__ import annotations
 
-import numpy as np
 
 from embedlib import _checks
-from embedlib.numpy import _arrays
+from embedlib.numpy import _arrays, _segments, _threads
 
 
 def lookup(indices, weight, *, padding_idx=None, deterministic=None):
@@ -21,7 +20,7 @@ def lookup(indices, weight, *, padding_idx=None, deterministic=None):
     _checks.padding_idx(padding_idx, w.shape[0])
     _arrays.deterministic(deterministic)
     # np.take, on all cores for large batches: faster than w[idx] (chapter 3 measures it).
-    return _arrays.take_rows(w, idx)
+    return _threads.take_rows(w, idx)
 
 
 def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None, deterministic=None):
@@ -44,7 +43,7 @@ def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None, d
     _arrays.deterministic(deterministic)
     # Group the repeats by a sort and add them pairwise: several times faster than np.add.at on a
     # 2-D array, and the same bits on every run (chapter 3 measures it).
-    out = _arrays.scatter_sum(idx.reshape(-1), g.reshape(idx.size, g.shape[-1]), num_embeddings)
+    out = _segments.scatter_sum(idx.reshape(-1), g.reshape(idx.size, g.shape[-1]), num_embeddings)
     if pad is not None:
         out[pad] = 0
     return out
