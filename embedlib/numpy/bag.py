@@ -68,25 +68,26 @@ def forward(p: BagPlan, w: np.ndarray):
     ``argmax[b, d]`` is the entry of ``p`` that gave bag ``b``'s maximum in column ``d`` (the first one
     on ties), which is where the max bag's gradient goes.
     """
-    out = np.zeros((p.num_bags, w.shape[1]), dtype=w.dtype)
     values = np.take(w, p.rows, axis=0)
+    if p.mode != "max":
+        if p.scale is not None:
+            values = values * p.scale[:, None]
+        # the sort-based scatter-add of the backward pass (chapter 4): far faster than a 2-D reduceat
+        out = _segments.scatter_sum(p.bag, values, p.num_bags)
+        if p.mode == "mean":  # sum, then divide, as torch does
+            out /= np.maximum(p.counts, 1).astype(out.dtype)[:, None]
+        return out, None
+    out = np.zeros((p.num_bags, w.shape[1]), dtype=w.dtype)
     if p.rows.size == 0:
-        return out, (np.zeros(out.shape, np.int64) if p.mode == "max" else None)
+        return out, np.zeros(out.shape, np.int64)
     bags, starts = np.unique(p.bag, return_index=True)
-    if p.mode == "max":
-        out[bags] = np.maximum.reduceat(values, starts, axis=0)
-        best = out[p.bag]  # a NaN wins its column: np.maximum propagates it, and so does the argmax here
-        won = (values == best) | (np.isnan(values) & np.isnan(best))
-        positions = np.where(won, np.arange(p.rows.size)[:, None], p.rows.size)
-        argmax = np.zeros(out.shape, np.int64)
-        argmax[bags] = np.minimum.reduceat(positions, starts, axis=0)
-        return out, argmax
-    if p.scale is not None:
-        values = values * p.scale[:, None]
-    out[bags] = np.add.reduceat(values, starts, axis=0)
-    if p.mode == "mean":  # sum, then divide, as torch does
-        out /= np.maximum(p.counts, 1).astype(out.dtype)[:, None]
-    return out, None
+    out[bags] = np.maximum.reduceat(values, starts, axis=0)
+    best = out[p.bag]  # a NaN wins its column: np.maximum propagates it, and so does the argmax here
+    won = (values == best) | (np.isnan(values) & np.isnan(best))
+    positions = np.where(won, np.arange(p.rows.size)[:, None], p.rows.size)
+    argmax = np.zeros(out.shape, np.int64)
+    argmax[bags] = np.minimum.reduceat(positions, starts, axis=0)
+    return out, argmax
 
 
 def backward(p: BagPlan, argmax, grad_output: np.ndarray):
