@@ -19,22 +19,19 @@ class BagPlan(NamedTuple):
     mode: str
 
 
-def _offset_summary(off: torch.Tensor):
-    """(first, decrease, last) for ``_checks.bag_offsets``, with one host sync on the happy path."""
-    if off.numel() == 0:
-        return None, None, None
-    down = (off[1:] < off[:-1]).any() if off.numel() > 1 else torch.zeros((), dtype=torch.bool, device=off.device)
-    first, last, has_down = torch.stack([off[0], off[-1], down.long()]).tolist()
-    decrease = None
-    if has_down:
-        i = int(torch.nonzero(off[1:] < off[:-1])[0, 0]) + 1
-        decrease = (i, int(off[i - 1]), int(off[i]))
-    return first, decrease, last
+class CheckedBag(NamedTuple):
+    """A bag's arguments after every check: what both the torch-ops path and the kernels start from."""
+
+    flat: torch.Tensor  # (n,) the indices, flattened, range-checked
+    bounds: torch.Tensor  # (num_bags + 1,) int64: bag b is flat[bounds[b]:bounds[b + 1]]
+    psw: torch.Tensor | None  # (n,) per-sample weights, flattened
+    pad: int | None  # padding_idx in [0, V), or None
 
 
-def plan(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
-         include_last_offset=False, device=None) -> BagPlan:
-    """Check every argument of a bag and lay the bags out as flat ``(row, bag, scale)`` entries."""
+def check(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
+          include_last_offset=False, device=None) -> CheckedBag:
+    """Every check of a bag, in a fixed order, with one host sync for all the values they need (the
+    index range and the offsets' first, last and any decrease): on CUDA, before any kernel runs."""
     idx = _tensors.indices(indices, device)
     _checks.bag_mode(mode, per_sample_weights is not None)
     _checks.bag_layout(idx.dim(), offsets is not None)
@@ -42,28 +39,50 @@ def plan(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weigh
     if per_sample_weights is not None:
         psw = _tensors.floats(per_sample_weights, "per_sample_weights", idx.device)
         _checks.same_shape(tuple(psw.shape), tuple(idx.shape), "per_sample_weights", "one weight per index")
+    flat = idx.reshape(-1)
+    n = flat.numel()
+    if flat.dtype == torch.uint64:  # only with a value >= 2**63 (see _tensors.indices): named there
+        _tensors.in_range(flat, num_embeddings)
+    summary = list(torch.aminmax(flat)) if n else []  # fetched from the device together, below
+    off = None
     if idx.dim() == 2:
-        num_bags, size = idx.shape
-        ends = torch.arange(1, num_bags + 1, device=idx.device) * size
+        bounds = torch.arange(idx.shape[0] + 1, device=idx.device) * idx.shape[1]
     else:
         off = _tensors.indices(offsets, idx.device, "offsets")
         if off.dim() != 1:
             raise ValueError(f"offsets must be 1-D, got shape {tuple(off.shape)}")
         off = off.long()
-        first, decrease, last = _offset_summary(off)
-        _checks.bag_offsets(off.numel(), first, decrease, last, idx.numel(), include_last_offset)
-        tail = torch.tensor([idx.numel()], device=idx.device)
-        ends = off[1:] if include_last_offset else torch.cat([off[1:], tail])
-        num_bags = ends.numel()
-    _tensors.in_range(idx, num_embeddings)
+        if off.numel():
+            down = (off[1:] < off[:-1]).any() if off.numel() > 1 else off.new_zeros((), dtype=torch.bool)
+            summary += [off[0], off[-1], down]
+    values = torch.stack([v.long() for v in summary]).tolist() if summary else []
+    if off is not None:
+        first = last = decrease = None
+        if off.numel():
+            first, last, has_down = values[-3:]
+            if has_down:
+                i = int(torch.nonzero(off[1:] < off[:-1])[0, 0]) + 1
+                decrease = (i, int(off[i - 1]), int(off[i]))
+        _checks.bag_offsets(off.numel(), first, decrease, last, n, include_last_offset)
+        # without include_last_offset the last bag runs to the end (no offsets at all: one bag)
+        bounds = off if include_last_offset else torch.cat([off if off.numel() else off.new_zeros(1),
+                                                             off.new_tensor([n])])
+    if n:
+        _checks.index_range(values[0], values[1], num_embeddings)
     pad = _checks.padding_idx(padding_idx, num_embeddings)
+    return CheckedBag(flat, bounds.long(), None if psw is None else psw.reshape(-1), pad)
 
-    rows = idx.reshape(-1).long()
-    sizes = torch.diff(ends, prepend=ends.new_zeros(1))
-    bag = torch.repeat_interleave(torch.arange(num_bags, device=idx.device), sizes, output_size=rows.numel())
-    scale = None if psw is None else psw.reshape(-1)
-    if pad is not None:
-        keep = rows != pad
+
+def plan(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
+         include_last_offset=False, device=None) -> BagPlan:
+    """Check every argument of a bag and lay the bags out as flat ``(row, bag, scale)`` entries."""
+    c = check(indices, num_embeddings, offsets, mode=mode, per_sample_weights=per_sample_weights,
+              padding_idx=padding_idx, include_last_offset=include_last_offset, device=device)
+    rows, scale, num_bags = c.flat.long(), c.psw, c.bounds.numel() - 1
+    bag = torch.repeat_interleave(torch.arange(num_bags, device=rows.device), torch.diff(c.bounds),
+                                  output_size=rows.numel())
+    if c.pad is not None:
+        keep = rows != c.pad
         rows, bag = rows[keep], bag[keep]
         scale = None if scale is None else scale[keep]
     counts = torch.bincount(bag, minlength=num_bags) if mode == "mean" else None

@@ -18,7 +18,6 @@ import os
 
 import torch
 
-from embedlib import _checks
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,55 +88,15 @@ def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, padd
 # --------------------------------------------------------------------------------------------------
 def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
                   include_last_offset=False):
-    """``embedlib.torch.embedding_bag`` through the bag kernels: the same checks, in the same order
-    and with the same messages as :func:`embedlib.torch.bag.plan`, but with one host sync for all
-    the values to check instead of several, and no per-entry bag ids (the kernels read offsets)."""
-    from embedlib.torch import _tensors
+    """``embedlib.torch.embedding_bag`` through the bag kernels, after the same checks as the torch
+    path (:func:`embedlib.torch.bag.check`); the kernels read the bag bounds, not per-entry bag ids."""
+    from embedlib.torch.bag import check
 
-    w = weight
-    idx = _tensors.indices(indices, w.device)
-    _checks.bag_mode(mode, per_sample_weights is not None)
-    _checks.bag_layout(idx.dim(), offsets is not None)
-    psw = None
-    if per_sample_weights is not None:
-        psw = _tensors.floats(per_sample_weights, "per_sample_weights", idx.device)
-        _checks.same_shape(tuple(psw.shape), tuple(idx.shape), "per_sample_weights", "one weight per index")
-    flat = flat_index(idx)
-    n = flat.numel()
-    summary = []  # everything the checks need, fetched from the device in one go
-    if n:
-        lo, hi = torch.aminmax(flat)
-        summary += [lo.long(), hi.long()]
-    if idx.dim() == 2:
-        bounds = torch.arange(idx.shape[0] + 1, device=w.device, dtype=torch.int64) * idx.shape[1]
-        values = torch.stack(summary).tolist() if summary else []
-    else:
-        off = _tensors.indices(offsets, idx.device, "offsets")
-        if off.dim() != 1:
-            raise ValueError(f"offsets must be 1-D, got shape {tuple(off.shape)}")
-        off = off.long()
-        if off.numel():
-            down = (off[1:] < off[:-1]).any() if off.numel() > 1 else torch.zeros((), dtype=torch.bool,
-                                                                                  device=off.device)
-            summary += [off[0], off[-1], down.long()]
-        values = torch.stack(summary).tolist() if summary else []
-        first = last = decrease = None
-        if off.numel():
-            first, last, has_down = values[-3:]
-            if has_down:
-                i = int(torch.nonzero(off[1:] < off[:-1])[0, 0]) + 1
-                decrease = (i, int(off[i - 1]), int(off[i]))
-        _checks.bag_offsets(off.numel(), first, decrease, last, n, include_last_offset)
-        if include_last_offset:
-            bounds = off
-        else:  # the last bag runs to the end (with no offsets at all, one bag holds everything, as in plan)
-            bounds = torch.cat([off if off.numel() else off.new_zeros(1), off.new_tensor([n])])
-    if n:
-        _checks.index_range(values[0], values[1], w.shape[0])
-    pad = _checks.padding_idx(padding_idx, w.shape[0])
-    flat_psw = None if psw is None else psw.reshape(-1).contiguous()
-    return _Bag.apply(w, flat_psw, flat, bounds.contiguous(), -1 if pad is None else pad, mode,
-                      torch.are_deterministic_algorithms_enabled())
+    c = check(indices, weight.shape[0], offsets, mode=mode, per_sample_weights=per_sample_weights,
+              padding_idx=padding_idx, include_last_offset=include_last_offset, device=weight.device)
+    flat_psw = None if c.psw is None else c.psw.contiguous()
+    return _Bag.apply(weight, flat_psw, flat_index(c.flat), c.bounds.contiguous(), -1 if c.pad is None else c.pad,
+                      mode, torch.are_deterministic_algorithms_enabled())
 
 
 class _Bag(torch.autograd.Function):
