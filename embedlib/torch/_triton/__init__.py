@@ -19,7 +19,6 @@ import os
 import torch
 
 
-
 @functools.lru_cache(maxsize=None)
 def importable() -> bool:
     """Whether ``triton`` imports here (checked once per process)."""
