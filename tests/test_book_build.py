@@ -41,6 +41,7 @@ def test_book_builds_without_warnings(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     html = tmp_path / "_build" / "html"
     assert (html / "index.html").is_file()
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax must ship with the site (offline)"
     chapters = [f for f in toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
                 if (ROOT / f"{f}.ipynb").is_file()]
     assert chapters, "no chapter notebooks in _toc.yml"
