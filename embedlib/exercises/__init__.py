@@ -1,0 +1,27 @@
+"""Checkers for the book's exercises: call one on your own function and it says what is wrong.
+
+Each checker runs your function on hidden random cases (seeded, so the report is the same every
+time), compares with embedlib's reference and stops at the first problem: an exception, a wrong
+shape, wrong values, or an input changed in place. The result is True when your function passed,
+and prints as a report naming the case, its inputs and, for known mistakes, a hint::
+
+    from embedlib.exercises import check_one_hot
+    check_one_hot(my_one_hot)          # ✓ my_one_hot passed all 9 hidden cases (...)
+
+Functions are called with the same arguments, in the same order, as embedlib's own functions of
+the same name. ``backend="torch"`` passes torch tensors instead of NumPy arrays and also checks the
+gradient with respect to the weight. Importing this module does not import torch.
+"""
+from embedlib.exercises._harness import CheckResult
+from embedlib.exercises.bag import check_embedding_bag
+from embedlib.exercises.lookup import check_lookup, check_lookup_backward
+from embedlib.exercises.onehot import check_one_hot, check_onehot_matmul
+
+__all__ = [
+    "CheckResult",
+    "check_embedding_bag",
+    "check_lookup",
+    "check_lookup_backward",
+    "check_one_hot",
+    "check_onehot_matmul",
+]
