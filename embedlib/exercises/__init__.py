@@ -14,14 +14,20 @@ gradient with respect to the weight. Importing this module does not import torch
 """
 from embedlib.exercises._harness import CheckResult
 from embedlib.exercises.bag import check_embedding_bag
+from embedlib.exercises.gradient import check_embedding_bag_backward, check_numerical_gradient, check_sparse_sgd_step
 from embedlib.exercises.lookup import check_lookup, check_lookup_backward
 from embedlib.exercises.onehot import check_one_hot, check_onehot_matmul
+from embedlib.exercises.torch_layers import check_embedding_layer
 
 __all__ = [
     "CheckResult",
     "check_embedding_bag",
+    "check_embedding_bag_backward",
+    "check_embedding_layer",
     "check_lookup",
     "check_lookup_backward",
+    "check_numerical_gradient",
     "check_one_hot",
     "check_onehot_matmul",
+    "check_sparse_sgd_step",
 ]
