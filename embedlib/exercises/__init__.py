@@ -17,6 +17,7 @@ from embedlib.exercises.bag import check_embedding_bag
 from embedlib.exercises.gradient import check_embedding_bag_backward, check_numerical_gradient, check_sparse_sgd_step
 from embedlib.exercises.lookup import check_lookup, check_lookup_backward
 from embedlib.exercises.onehot import check_one_hot, check_onehot_matmul
+from embedlib.exercises.practice import check_expected_collisions, check_pad_batch, check_vocabulary
 from embedlib.exercises.torch_layers import check_embedding_layer
 
 __all__ = [
@@ -24,10 +25,13 @@ __all__ = [
     "check_embedding_bag",
     "check_embedding_bag_backward",
     "check_embedding_layer",
+    "check_expected_collisions",
     "check_lookup",
     "check_lookup_backward",
     "check_numerical_gradient",
     "check_one_hot",
     "check_onehot_matmul",
+    "check_pad_batch",
     "check_sparse_sgd_step",
+    "check_vocabulary",
 ]
