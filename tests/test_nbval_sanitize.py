@@ -56,6 +56,10 @@ SAME = [
     ("GPU: NVIDIA H100 80GB HBM3, 132 SMs", "GPU: Tesla T4, 132 SMs"),
     ("torch 2.13.0+cpu", "torch 2.13.0+cu130"),
     ("copy: 2,970 GB/s, lookup: 783 GB/s", "copy: 1,002.5 GB/s, lookup: 55 GB/s"),
+    ("gradient of el.lookup vs el.lookup_backward: max |difference| 0.00e+00, below 1e-06: True",
+     "gradient of el.lookup vs el.lookup_backward: max |difference| 5.96e-08, below 1e-06: True"),
+    ("sum, padding_idx   outputs |difference| 2.98e-07   gradients |difference| 0.00e+00",
+     "sum, padding_idx   outputs |difference| 0.00e+00   gradients |difference| 1.19e-07"),
 ]
 
 
@@ -79,9 +83,19 @@ UNCHANGED = [
     "int64s and float32s",
     "The CPU and the GPU agree.",
     "{'mode': 'sum', 'padding_idx': 0}",
+    "largest difference, el.lookup against F.embedding: 0.0",
+    "every difference below 1e-06: True",
 ]
 
 
 @pytest.mark.parametrize("text", UNCHANGED)
 def test_stable_outputs_are_left_alone(text):
     assert sanitize(text) == text
+
+
+def test_a_rounding_difference_masks_the_digits_but_not_the_verdict():
+    """Chapter 5 prints `max |difference| 5.96e-08, below 1e-06: True`: the bound's answer stays compared."""
+    within = "max |difference| 5.96e-08, below 1e-06: True"
+    beyond = "max |difference| 3.10e-05, below 1e-06: False"
+    assert sanitize(within) != sanitize(beyond)
+    assert sanitize(within) == "max |difference| DIFF, below 1e-06: True"
