@@ -144,6 +144,14 @@ def test_failure_report_shows_the_inputs_before_the_call():
     assert "0.105" in weight_line  # the first row as it was, not the zeros written into it
 
 
+def test_ragged_inputs_are_shown_as_python_prints_them():
+    from embedlib.exercises._harness import _show
+
+    assert _show("bags", [[1, 2], [3]]) == "    bags = [[1, 2], [3]]"
+    assert _show("indices", np.array([1, 2])) == "    indices = [1, 2]"
+    assert "shape (100,)" in _show("indices", np.arange(100))
+
+
 def test_misuse_of_a_checker_is_an_error():
     with pytest.raises(TypeError, match="pass your function itself"):
         check_one_hot(broadcast_one_hot(3, 5))
@@ -191,7 +199,9 @@ def test_torch_wrong_gradient_is_caught():
             return None, out
 
     text = repr(check_lookup(HalfGradient.apply, backend="torch"))
+    assert text.startswith("✗ HalfGradient.apply failed")  # named by its class, not as "apply"
     assert "forward is right, but the gradient w.r.t. the weight is wrong" in text
+    assert "hint: this is what `grad[idx] += grad_output` gives" in text and "index_add_" in text
 
 
 def test_importing_the_checkers_does_not_import_torch():

@@ -36,6 +36,8 @@ class Case:
     grad_arg: int | None = None
     grad_output: Any = None
     grad_expected: Any = None
+    #: ``grad_hint(grad) -> str | None``: recognises a known wrong gradient and explains it
+    grad_hint: Callable[[np.ndarray], str | None] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -58,6 +60,15 @@ class CheckResult:
     __str__ = __repr__
 
 
+def name_of(fn) -> str:
+    """How a report names the reader's function: ``my_lookup``, or ``MyLookup.apply`` for autograd."""
+    name = getattr(fn, "__name__", None)
+    owner = getattr(fn, "__self__", None)
+    if name and isinstance(owner, type):  # a classmethod such as torch.autograd.Function.apply
+        return f"{owner.__name__}.{name}"
+    return name or "your function"
+
+
 def to_numpy(value) -> np.ndarray:
     """A NumPy array from whatever the student returned (arrays, lists, torch tensors)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
@@ -66,7 +77,13 @@ def to_numpy(value) -> np.ndarray:
 
 
 def _show(name: str, value) -> str:
-    arr = to_numpy(value) if not np.isscalar(value) else np.asarray(value)
+    try:
+        arr = to_numpy(value)
+    except ValueError:  # a ragged list of lists: show it as Python prints it
+        text = repr(value)
+        return f"    {name} = {text if len(text) <= 200 else text[:197] + '...'}"
+    if arr.dtype == object:
+        return f"    {name} = {repr(value)[:200]}"
     if arr.size <= SHOW_AT_MOST:
         prefix = f"    {name} = "
         return prefix + np.array2string(arr, precision=4, separator=", ", threshold=SHOW_AT_MOST, prefix=prefix)
@@ -160,7 +177,9 @@ def _problem(fn, case: Case, kept: tuple, rtol: float, atol: float) -> tuple[str
     if case.grad_arg is not None:
         problem = _check_gradient(got, case, rtol, atol)
         if problem is not None:
-            return problem, None
+            leaf = case.args[case.grad_arg]
+            hint = case.grad_hint(to_numpy(leaf.grad)) if case.grad_hint and leaf.grad is not None else None
+            return problem, hint
     return None
 
 

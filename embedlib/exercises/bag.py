@@ -71,7 +71,7 @@ def check_embedding_bag(fn, *, mode: str = "sum", backend: str = "numpy", seed: 
         if kind == "torch":
             case.grad_arg, case.grad_output, case.grad_expected = 1, g, _bag_backward(idx, w, off, mode, g)
         cases.append(case)
-    return _harness.run(getattr(fn, "__name__", "your function"), fn, cases,
+    return _harness.run(_harness.name_of(fn), fn, cases,
                         summary=f"mode={mode!r}, empty bags, a single bag, repeated indices"
                         + (", gradients" if kind == "torch" else ""))
 

@@ -134,7 +134,7 @@ def check_numerical_gradient(fn, *, seed: int = 0) -> CheckResult:
         recorder = _Recorder(f, x)
         cases.append(Case(description, (recorder, x), np.asarray(exact, dtype=np.float64), names=("f", "x"),
                           hint=_numerical_hint(recorder, x, np.asarray(exact, dtype=np.float64))))
-    return _harness.run(getattr(fn, "__name__", "your function"), fn, cases,
+    return _harness.run(_harness.name_of(fn), fn, cases,
                         summary="0-d to 3-D arrays, a lookup loss with repeats, the pair loss, a point near a minimum")
 
 
@@ -194,7 +194,7 @@ def check_sparse_sgd_step(fn, *, seed: int = 0) -> CheckResult:
         cases.append(Case(f"table of shape ({v}, {d}), indices of shape {shape} (repeats included), lr={lr}",
                           (w, idx, g, lr), expected, names=("weight", "indices", "grad_output", "lr"),
                           hint=_step_hint(w, idx, g, lr, state)))
-    name = getattr(fn, "__name__", "your function")
+    name = _harness.name_of(fn)
 
     def on_a_copy(weight, indices, grad_output, lr):
         table = np.array(weight, copy=True)
@@ -278,7 +278,7 @@ def check_embedding_bag_backward(fn, *, mode: str = "sum", seed: int = 0) -> Che
                           (idx, off, g, v), _bag_backward(idx, off, g, v, mode),
                           names=("indices", "offsets", "grad_output", "num_embeddings"),
                           hint=_bag_backward_hint(idx, off, g, v, mode)))
-    return _harness.run(getattr(fn, "__name__", "your function"), fn, cases,
+    return _harness.run(_harness.name_of(fn), fn, cases,
                         summary=f"mode={mode!r}, empty bags, a single bag, long bags with repeated indices")
 
 

@@ -29,6 +29,7 @@ def lookup_cases(kind: str, rng: np.random.Generator) -> list[Case]:
                     w[idx], names=("indices", "weight"), exact=False, hint=_lookup_hint(idx, w))
         if kind == "torch":
             case.grad_arg, case.grad_output, case.grad_expected = 1, g, _reference_backward(idx, g, v)
+            case.grad_hint = _backward_hint(idx, g, v, kind)
         cases.append(case)
     v = 7
     idx = rng.integers(0, v, size=6)
@@ -55,7 +56,7 @@ def check_lookup(fn, *, backend: str = "numpy", seed: int = 0) -> CheckResult:
     """
     kind = _inputs.backend(backend)
     cases = lookup_cases(kind, np.random.default_rng(seed))
-    return _harness.run(getattr(fn, "__name__", "your function"), fn, cases,
+    return _harness.run(_harness.name_of(fn), fn, cases,
                         summary="scalar, empty, 1-D, 2-D and 3-D indices, repeats, D = 1"
                         + (", gradients" if kind == "torch" else ""))
 
@@ -80,12 +81,17 @@ def check_lookup_backward(fn, *, backend: str = "numpy", seed: int = 0) -> Check
                           f"num_embeddings={v}",
                           (_inputs.to_backend(kind, idx), _inputs.to_backend(kind, floats=g), v),
                           _reference_backward(idx, g, v), names=("indices", "grad_output", "num_embeddings"),
-                          hint=_backward_hint(idx, g, v)))
-    return _harness.run(getattr(fn, "__name__", "your function"), fn, cases,
+                          hint=_backward_hint(idx, g, v, kind)))
+    return _harness.run(_harness.name_of(fn), fn, cases,
                         summary="scalar, empty, 1-D, 2-D and 3-D indices, many repeated indices")
 
 
-def _backward_hint(idx, g, v):
+#: how each backend adds repeated rows correctly
+_ACCUMULATE = {"numpy": "np.add.at(grad, idx, grad_output)",
+               "torch": "grad.index_add_(0, idx, grad_output) (or index_put_ with accumulate=True)"}
+
+
+def _backward_hint(idx, g, v, kind="numpy"):
     """Recognise the two classic mistakes: assignment instead of accumulation, and a forgotten row count."""
     def hint(got):
         idx_flat = np.asarray(idx).reshape(-1)
@@ -99,6 +105,6 @@ def _backward_hint(idx, g, v):
         lost[idx_flat] += g_flat  # the buffered `+=`: only one of the repeated rows survives
         if np.allclose(got, lost):
             return ("this is what `grad[idx] += grad_output` gives: with repeated indices only one update per "
-                    "row survives. Use np.add.at(grad, idx, grad_output), which accumulates repeats")
+                    f"row survives. Use {_ACCUMULATE[kind]}, which accumulates repeats")
         return None
     return hint

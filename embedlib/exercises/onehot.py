@@ -28,7 +28,7 @@ def check_one_hot(fn, *, backend: str = "numpy", seed: int = 0) -> CheckResult:
                           hint=_one_hot_hint(idx, v)))
     cases.append(Case("num_classes=1, every index 0", (_inputs.to_backend(kind, np.zeros(4, np.int64)), 1),
                       np.ones((4, 1)), names=("indices", "num_classes"), exact=True))
-    return _harness.run(getattr(fn, "__name__", "your function"), fn, cases,
+    return _harness.run(_harness.name_of(fn), fn, cases,
                         summary="scalar, empty, 1-D, 2-D and 3-D indices, repeats, one class")
 
 
@@ -52,6 +52,6 @@ def check_onehot_matmul(fn, *, backend: str = "numpy", seed: int = 0) -> CheckRe
 
     kind = _inputs.backend(backend)
     cases = lookup_cases(kind, np.random.default_rng(seed))
-    return _harness.run(getattr(fn, "__name__", "your function"), fn, cases,
+    return _harness.run(_harness.name_of(fn), fn, cases,
                         summary="scalar, empty, 1-D, 2-D and 3-D indices, repeats, D = 1"
                         + (", gradients" if kind == "torch" else ""))

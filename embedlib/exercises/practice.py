@@ -58,7 +58,7 @@ def check_expected_collisions(fn, *, seed: int = 0) -> CheckResult:
         pairs.append((int(rng.integers(2, 5_000)), int(rng.integers(1, 20_000))))
     cases = [Case(f"n_keys={n:,}, n_buckets={b:,}", (n, b), np.float64(_expected_colliding(n, b)),
                   names=("n_keys", "n_buckets"), hint=_collision_hint(n, b)) for n, b in pairs]
-    return _harness.run(getattr(fn, "__name__", "your function"), fn, cases,
+    return _harness.run(_harness.name_of(fn), fn, cases,
                         summary="no keys, one key, one bucket, more keys than buckets, large tables",
                         rtol=1e-6, atol=1e-9)
 
@@ -129,7 +129,7 @@ def check_pad_batch(fn, *, seed: int = 0) -> CheckResult:
         cases.append(Case(f"{len(off)} bags of lengths {lengths.tolist()}, padding_idx={pad}", (ids, off, pad),
                           _reference_pad(ids, off, pad), names=("indices", "offsets", "padding_idx"),
                           exact=True, hint=_pad_hint(ids, off, pad)))
-    name = getattr(fn, "__name__", "your function")
+    name = _harness.name_of(fn)
     if not callable(fn):
         raise TypeError(f"pass your function itself, not {type(fn).__name__} (write {name}, not {name}())")
     outputs = []
@@ -230,7 +230,7 @@ def check_vocabulary(fn, *, seed: int = 0) -> CheckResult:
         train_keys = rng.choice(species[:9], size=int(rng.integers(5, 40)), p=None)
         keys = rng.choice(species, size=int(rng.integers(1, 12)))
         add(f"{train_keys.size} training keys, min_count from 1 to 4", train_keys, keys, int(rng.integers(1, 5)))
-    return _harness.run(getattr(fn, "__name__", "your function"), fn, cases,
+    return _harness.run(_harness.name_of(fn), fn, cases,
                         summary="unseen and rare keys, the min_count boundary, empty and 2-D keys, "
                         "integer keys")
 
