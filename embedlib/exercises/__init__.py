@@ -14,8 +14,10 @@ gradient with respect to the weight. Importing this module does not import torch
 """
 from embedlib.exercises._harness import CheckResult
 from embedlib.exercises.bag import check_embedding_bag
+from embedlib.exercises.factorization import check_factorization_step
 from embedlib.exercises.gradient import check_embedding_bag_backward, check_numerical_gradient, check_sparse_sgd_step
 from embedlib.exercises.lookup import check_lookup, check_lookup_backward
+from embedlib.exercises.neighbors import check_nearest_neighbors
 from embedlib.exercises.onehot import check_one_hot, check_onehot_matmul
 from embedlib.exercises.practice import check_expected_collisions, check_pad_batch, check_vocabulary
 from embedlib.exercises.torch_layers import check_embedding_layer
@@ -26,8 +28,10 @@ __all__ = [
     "check_embedding_bag_backward",
     "check_embedding_layer",
     "check_expected_collisions",
+    "check_factorization_step",
     "check_lookup",
     "check_lookup_backward",
+    "check_nearest_neighbors",
     "check_numerical_gradient",
     "check_one_hot",
     "check_onehot_matmul",
