@@ -144,6 +144,14 @@ def test_failure_report_shows_the_inputs_before_the_call():
     assert "0.105" in weight_line  # the first row as it was, not the zeros written into it
 
 
+def test_an_error_names_the_readers_line_not_numpys():
+    def take_on_a_wrong_axis(indices, weight):
+        return np.take(weight, indices, axis=5)
+
+    text = repr(check_lookup(take_on_a_wrong_axis))
+    assert "raised AxisError" in text and "of take_on_a_wrong_axis)" in text
+
+
 def test_ragged_inputs_are_shown_as_python_prints_them():
     from embedlib.exercises._harness import _show
 

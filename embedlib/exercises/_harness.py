@@ -10,7 +10,8 @@ known mistake (for example the lost updates of ``W[idx] += g``).
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -38,7 +39,6 @@ class Case:
     grad_expected: Any = None
     #: ``grad_hint(grad) -> str | None``: recognises a known wrong gradient and explains it
     grad_hint: Callable[[np.ndarray], str | None] | None = None
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,20 @@ def _call(fn, args):
     try:
         return fn(*args), None
     except Exception as exc:  # the student's error is the report, not a crash of the checker
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f" (line {frames[-1].lineno} of {frames[-1].name})" if frames else ""
-        return None, f"raised {type(exc).__name__}: {exc}{where}"
+        return None, f"raised {type(exc).__name__}: {exc}{_where(exc)}"
+
+
+def _where(exc: BaseException) -> str:
+    """`` (line N of fn)`` for the last line of the reader's own code that the error passed through.
+
+    Frames inside installed libraries (NumPy, torch) and inside this package are skipped: a reader
+    wants to know which of their lines called ``np.take`` wrongly, not where NumPy noticed.
+    """
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the embedlib package
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if "site-packages" not in f.filename and "dist-packages" not in f.filename
+           and not os.path.abspath(f.filename).startswith(here)]
+    return f" (line {own[-1].lineno} of {own[-1].name})" if own else ""
 
 
 def _copy(arg):
