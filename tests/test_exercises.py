@@ -127,7 +127,7 @@ def writes_into_weight(indices, weight):
 def test_wrong_answers_fail_with_a_clear_report(checker, fn, words):
     result = checker(fn)
     assert not result and not result.passed
-    text = repr(result)
+    text = " ".join(repr(result).split())  # the long lines of a report are folded; join them
     assert text.startswith("✗ ") and "failed hidden case" in text and "inputs:" in text and "problem:" in text
     for word in words:
         assert word in text, text
@@ -148,8 +148,15 @@ def test_an_error_names_the_readers_line_not_numpys():
     def take_on_a_wrong_axis(indices, weight):
         return np.take(weight, indices, axis=5)
 
-    text = repr(check_lookup(take_on_a_wrong_axis))
+    text = " ".join(repr(check_lookup(take_on_a_wrong_axis)).split())  # joined where the report folds
     assert "raised AxisError" in text and "of take_on_a_wrong_axis)" in text
+
+
+def test_long_problems_and_hints_are_folded():
+    text = repr(check_lookup_backward(lost_update_backward))
+    assert max(len(line) for line in text.splitlines()[1:]) <= 96  # the title line holds the case
+    hint_lines = text[text.index("  hint:"):].splitlines()
+    assert len(hint_lines) > 1 and all(line.startswith("    ") for line in hint_lines[1:])
 
 
 def test_ragged_inputs_are_shown_as_python_prints_them():
@@ -206,7 +213,7 @@ def test_torch_wrong_gradient_is_caught():
             out[indices.reshape(-1)] = grad.reshape(-1, grad.shape[-1])  # lost updates
             return None, out
 
-    text = repr(check_lookup(HalfGradient.apply, backend="torch"))
+    text = " ".join(repr(check_lookup(HalfGradient.apply, backend="torch")).split())
     assert text.startswith("✗ HalfGradient.apply failed")  # named by its class, not as "apply"
     assert "forward is right, but the gradient w.r.t. the weight is wrong" in text
     assert "hint: this is what `grad[idx] += grad_output` gives" in text and "index_add_" in text

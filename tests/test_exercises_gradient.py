@@ -13,6 +13,11 @@ from embedlib.exercises import (
 )
 
 
+def flat(result):
+    """The report with its folded lines joined, so a phrase can be found wherever the fold falls."""
+    return " ".join(repr(result).split())
+
+
 # --------------------------------------------------------------------------------------------------
 # check_numerical_gradient
 # --------------------------------------------------------------------------------------------------
@@ -92,7 +97,7 @@ def test_central_differences_pass(fn):
 def test_wrong_numerical_gradients_fail_with_a_hint(fn, expected):
     result = check_numerical_gradient(fn)
     assert not result
-    assert "✗" in repr(result) and expected in repr(result), repr(result)
+    assert "✗" in repr(result) and expected in flat(result), repr(result)
 
 
 def test_the_forward_difference_fails_near_a_minimum_even_with_a_small_step():
@@ -149,7 +154,7 @@ def test_sparse_steps_pass(fn):
 def test_wrong_sparse_steps_fail_with_a_hint(fn, expected):
     result = check_sparse_sgd_step(fn)
     assert not result
-    assert expected in repr(result), repr(result)
+    assert expected in flat(result), repr(result)
     assert repr(result).startswith(f"✗ {fn.__name__} failed hidden case")
 
 
@@ -208,7 +213,7 @@ def test_bag_backward_passes(mode):
 ])
 def test_wrong_bag_backwards_fail_with_a_hint(fn, mode, expected):
     result = check_embedding_bag_backward(fn, mode=mode)
-    assert not result and expected in repr(result), repr(result)
+    assert not result and expected in flat(result), repr(result)
 
 
 def test_bag_backward_rejects_an_unknown_mode():

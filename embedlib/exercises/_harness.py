@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import traceback
 import os
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -18,6 +19,8 @@ import numpy as np
 
 #: Inputs with at most this many numbers are printed in a failure report; larger ones are summarised.
 SHOW_AT_MOST = 40
+#: Problems and hints longer than this many characters are folded onto several lines.
+REPORT_WIDTH = 96
 
 
 @dataclass
@@ -145,10 +148,16 @@ def _fail(name, number, total, case: Case, problem: str, hint: str | None, input
     names = case.names or tuple(f"argument {i}" for i in range(len(case.args)))
     lines = [f"✗ {name} failed hidden case {number} of {total}: {case.description}", "  inputs:"]
     lines += [_show(n, a) for n, a in zip(names, inputs) if not callable(a)]
-    lines.append(f"  problem: {problem}")
+    lines.append(_wrap(f"  problem: {problem}"))
     if hint:
-        lines.append(f"  hint: {hint}")
+        lines.append(_wrap(f"  hint: {hint}"))
     return CheckResult(name, False, number, total, "\n".join(lines))
+
+
+def _wrap(text: str) -> str:
+    """Long explanations folded to ``REPORT_WIDTH`` columns, so a report reads without scrolling."""
+    return textwrap.fill(text, width=REPORT_WIDTH, subsequent_indent="    ", break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def run(name: str, fn: Callable, cases: Sequence[Case], *, summary: str, rtol: float = 1e-5,
