@@ -5,6 +5,7 @@ import numpy as np
 
 from embedlib.exercises import _harness, _inputs
 from embedlib.exercises._harness import Case, CheckResult
+from embedlib.exercises.lookup import lookup_cases
 
 
 def _reference_one_hot(idx, num_classes) -> np.ndarray:
@@ -48,8 +49,6 @@ def check_onehot_matmul(fn, *, backend: str = "numpy", seed: int = 0) -> CheckRe
     ``fn`` must return shape ``(*indices.shape, D)``. In the torch backend the gradient with
     respect to ``weight`` is checked too.
     """
-    from embedlib.exercises.lookup import lookup_cases
-
     kind = _inputs.backend(backend)
     cases = lookup_cases(kind, np.random.default_rng(seed))
     return _harness.run(_harness.name_of(fn), fn, cases,
