@@ -16,6 +16,7 @@ from embedlib.exercises._harness import CheckResult
 from embedlib.exercises.bag import check_embedding_bag
 from embedlib.exercises.factorization import check_factorization_step
 from embedlib.exercises.gradient import check_embedding_bag_backward, check_numerical_gradient, check_sparse_sgd_step
+from embedlib.exercises.kernels import check_gather_kernel, check_lines_touched, check_scatter_add_kernel
 from embedlib.exercises.lookup import check_lookup, check_lookup_backward
 from embedlib.exercises.neighbors import check_nearest_neighbors
 from embedlib.exercises.onehot import check_one_hot, check_onehot_matmul
@@ -29,6 +30,8 @@ __all__ = [
     "check_embedding_layer",
     "check_expected_collisions",
     "check_factorization_step",
+    "check_gather_kernel",
+    "check_lines_touched",
     "check_lookup",
     "check_lookup_backward",
     "check_nearest_neighbors",
@@ -36,6 +39,7 @@ __all__ = [
     "check_one_hot",
     "check_onehot_matmul",
     "check_pad_batch",
+    "check_scatter_add_kernel",
     "check_sparse_sgd_step",
     "check_vocabulary",
 ]
