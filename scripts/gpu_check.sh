@@ -13,8 +13,10 @@
 #      (the JSON holds the GPU's name, torch/triton/CUDA versions and the date; it is saved after
 #      every suite, so a run cut short still leaves its measurements)
 #   4. the CUDA test suite: tests/test_cuda.py                      -> $OUT/test_cuda.{txt,xml}
-#   5. forward lookups with 16M indices per call, if time is left   -> $OUT/bench_gpu_large_forward.{json,txt}
-#   6. kernel block sizes (the benchmark's "tune" suite), if time is left -> $OUT/tune_gpu.{json,txt}
+#   5. chapters 5 and 9 run without Jupyter, printed outputs compared with the stored ones, if time
+#      is left (scripts/check_notebook_outputs.py)                 -> $OUT/notebooks.txt
+#   6. forward lookups with 16M indices per call, if time is left   -> $OUT/bench_gpu_large_forward.{json,txt}
+#   7. kernel block sizes (the benchmark's "tune" suite), if time is left -> $OUT/tune_gpu.{json,txt}
 # $OUT/summary.txt lists every step's exit status and time; $OUT/gpu_check.log has everything.
 #
 # Budget: GPU_CHECK_BUDGET seconds in all (default 360); a step never starts with less than 20 s
@@ -23,7 +25,9 @@
 # Afterwards (on the machine without the GPU): copy $OUT/bench_gpu.json to book/data/gpu_benchmark.json
 # and commit it; chapter 3 then shows its one-hot numbers (labelled with the GPU, the versions and the
 # date) where no GPU is present, and chapter 9 plots its forward, backward and bag results. The
-# targets table at the end of $OUT/bench_gpu.txt says which GPU targets held.
+# targets table at the end of $OUT/bench_gpu.txt says which GPU targets held. Re-execute both chapters
+# (scripts/execute_notebooks.py book/03_what_lookup_saves.ipynb book/09_fast_gpu_lookup.ipynb) so
+# that their stored outputs show the file.
 set -u
 
 OUT="${OUT:-gpu_check_out}"
@@ -109,12 +113,17 @@ step benchmark 200 "$OUT/bench_gpu.txt" \
 step cuda-tests 120 "$OUT/test_cuda.txt" \
     "${PYTEST[@]}" tests/test_cuda.py --junitxml="$OUT/test_cuda.xml"
 
-# 5. The forward lookups again with 16M indices per call, where fixed costs per call (the range
+# 5. Chapters 5 and 9 on the GPU, without Jupyter: every code cell runs, and what it prints must match
+#    the stored outputs (after nbval's masking); chapter 9 measures this GPU live (optional).
+step notebooks 150 "$OUT/notebooks.txt" \
+    "$PY" scripts/check_notebook_outputs.py book/05_pytorch_gpu.ipynb book/09_fast_gpu_lookup.ipynb
+
+# 6. The forward lookups again with 16M indices per call, where fixed costs per call (the range
 #    check's host sync, launches) weigh less (optional).
 step benchmark-large-forward 90 "$OUT/bench_gpu_large_forward.txt" \
     "$PY" -m embedlib.bench --device cuda --sizes large --suites forward --json "$OUT/bench_gpu_large_forward.json"
 
-# 6. Block sizes of the gather and scatter kernels, for tuning (optional).
+# 7. Block sizes of the gather and scatter kernels, for tuning (optional).
 step tune 70 "$OUT/tune_gpu.txt" \
     "$PY" -m embedlib.bench --device cuda --suites tune --json "$OUT/tune_gpu.json"
 

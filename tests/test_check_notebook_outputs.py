@@ -1,0 +1,63 @@
+"""scripts/check_notebook_outputs.py, the stand-in for nbval on the GPU machine (no Jupyter there)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "scripts" / "check_notebook_outputs.py"
+
+
+def notebook(path, cells):
+    """A notebook of code cells given as (source, stored stdout, stored result text or None)."""
+    out = []
+    for source, stdout, result in cells:
+        outputs = []
+        if stdout:
+            outputs.append({"output_type": "stream", "name": "stdout", "text": stdout})
+        if result is not None:
+            outputs.append({"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                            "data": {"text/plain": result}})
+        out.append({"cell_type": "code", "metadata": {}, "source": source, "outputs": outputs,
+                    "execution_count": 1})
+    path.write_text(json.dumps({"cells": out, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+def run(*paths):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, paths)], capture_output=True, text=True,
+                          timeout=120)
+
+
+GOOD = [("from myst_nb import glue\nx = 6 * 7\nglue('x', x, display=False)\nprint('x is', x)", "x is 42\n", None),
+        ("import time\nprint(f'took {time.perf_counter() % 1 * 1e3:.1f} ms')", "took 12.5 ms\n", None),
+        ("x + 1", "", "43"),
+        ("x;", "", None)]
+
+
+def test_matching_outputs_pass_with_timings_masked(tmp_path):
+    done = run(notebook(tmp_path / "good.ipynb", GOOD))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "good.ipynb: all cells match" in done.stdout
+
+
+@pytest.mark.parametrize("cells, expected", [
+    ([("print(1 + 1)", "3\n", None)], "code cell 1: printed output differs"),
+    ([("print('a')", "a\n", None), ("41", "", "42")], "code cell 2: printed output differs"),
+    ([("raise ValueError('boom')", "", None)], "ValueError: boom"),
+])
+def test_differences_and_errors_fail_and_name_the_cell(tmp_path, cells, expected):
+    done = run(notebook(tmp_path / "bad.ipynb", cells))
+    assert done.returncode == 1
+    assert expected in done.stdout
+
+
+def test_each_notebook_runs_in_its_own_process(tmp_path):
+    first = notebook(tmp_path / "a.ipynb", [("import os\nos.environ['MARK'] = '1'", "", None)])
+    second = notebook(tmp_path / "b.ipynb", [("import os\nprint(os.environ.get('MARK'))", "None\n", None)])
+    done = run(first, second)
+    assert done.returncode == 0, done.stdout + done.stderr
