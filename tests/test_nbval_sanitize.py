@@ -99,3 +99,23 @@ def test_a_rounding_difference_masks_the_digits_but_not_the_verdict():
     beyond = "max |difference| 3.10e-05, below 1e-06: False"
     assert sanitize(within) != sanitize(beyond)
     assert sanitize(within) == "max |difference| DIFF, below 1e-06: True"
+
+
+MASKS = ("TIME", "BANDWIDTH", "RATIO", "DIFF", "RATE")
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "book").glob("*.ipynb")), ids=lambda p: p.name)
+def test_masked_numbers_are_not_padded_in_stored_outputs(notebook):
+    """A masked number printed with a field width (`{t:6.1f} GB/s`) leaves padding behind that depends on
+    how many digits the number had, so a run that measures 9.8 where the stored run measured 10.2 would
+    differ after masking. Masked numbers must be printed without padding."""
+    import json
+
+    padded = re.compile(r"(?:(?<=\S) {2,}|^ +)(?:" + "|".join(MASKS) + r")\b", re.M)
+    found = []
+    for number, cell in enumerate(json.loads(notebook.read_text(encoding="utf-8"))["cells"]):
+        for out in cell.get("outputs", []):
+            text = out.get("text") if out["output_type"] == "stream" else out.get("data", {}).get("text/plain")
+            for match in padded.finditer(sanitize("".join(text or ""))):
+                found.append(f"cell {number}: {match.group(0)!r}")
+    assert not found, found
