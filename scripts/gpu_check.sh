@@ -115,7 +115,7 @@ step cuda-tests 120 "$OUT/test_cuda.txt" \
 
 # 5. Chapters 5 and 9 on the GPU, without Jupyter: every code cell runs, and what it prints must match
 #    the stored outputs (after nbval's masking); chapter 9 measures this GPU live (optional).
-step notebooks 150 "$OUT/notebooks.txt" \
+step notebooks 200 "$OUT/notebooks.txt" \
     "$PY" scripts/check_notebook_outputs.py book/05_pytorch_gpu.ipynb book/09_fast_gpu_lookup.ipynb
 
 # 6. The forward lookups again with 16M indices per call, where fixed costs per call (the range
