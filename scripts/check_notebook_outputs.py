@@ -20,6 +20,7 @@ import contextlib
 import difflib
 import io
 import json
+import linecache
 import os
 import pathlib
 import re
@@ -62,18 +63,21 @@ def stored_text(cell) -> str:
     return "".join(parts)
 
 
-def run_cell(source: str, namespace: dict) -> str:
+def run_cell(source: str, namespace: dict, name: str = "<cell>") -> str:
     """Run one cell like Jupyter: a last bare expression is evaluated and its repr shown (unless None
-    or the line ends with a semicolon)."""
-    tree = ast.parse(source)
+    or the line ends with a semicolon). The source is registered under ``name`` in ``linecache``, as
+    IPython does, so that ``inspect.getsource`` finds it: ``triton.jit`` needs the source of the
+    functions it compiles, and tracebacks show the cell's lines."""
+    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+    tree = ast.parse(source, name)
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr) and not source.rstrip().endswith(";"):
         last = ast.Expression(tree.body.pop().value)
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        exec(compile(tree, "<cell>", "exec"), namespace)
+        exec(compile(tree, name, "exec"), namespace)
         if last is not None:
-            value = eval(compile(last, "<cell>", "eval"), namespace)
+            value = eval(compile(last, name, "eval"), namespace)
             if value is not None:
                 print(repr(value))
     return buffer.getvalue()
@@ -99,7 +103,7 @@ def check(path: pathlib.Path, pairs, log) -> bool:
         for number, cell in enumerate(code_cells, start=1):
             source = "".join(cell["source"])
             try:
-                printed = run_cell(source, namespace)
+                printed = run_cell(source, namespace, f"<{path.name}, code cell {number}>")
             except Exception:
                 log(f"{path.name}, code cell {number}: raised\n{traceback.format_exc()}")
                 return False

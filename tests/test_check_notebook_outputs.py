@@ -1,7 +1,9 @@
 """scripts/check_notebook_outputs.py, the stand-in for nbval on the GPU machine (no Jupyter there)."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -60,4 +62,24 @@ def test_each_notebook_runs_in_its_own_process(tmp_path):
     first = notebook(tmp_path / "a.ipynb", [("import os\nos.environ['MARK'] = '1'", "", None)])
     second = notebook(tmp_path / "b.ipynb", [("import os\nprint(os.environ.get('MARK'))", "None\n", None)])
     done = run(first, second)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_functions_defined_in_a_cell_have_their_source(tmp_path):
+    """triton.jit reads the source of the kernels it compiles (inspect.getsource), as does anything that
+    prints a cell's function; outside Jupyter that works only if the cell's text is registered."""
+    cells = [("import inspect\n\ndef kernel(x):\n    return 2 * x\n\nprint(inspect.getsource(kernel).splitlines()[0])",
+              "def kernel(x):\n", None)]
+    done = run(notebook(tmp_path / "source.ipynb", cells))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_a_triton_kernel_can_be_defined_in_a_cell(tmp_path):
+    """Compiled (not interpreted) Triton refuses a @triton.jit function whose source it cannot find."""
+    cells = [("import triton\nimport triton.language as tl\n\n@triton.jit\ndef store_one(x_ptr):\n"
+              "    tl.store(x_ptr, 1)\n\nprint(type(store_one).__name__)", "JITFunction\n", None)]
+    env_without = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, str(SCRIPT), str(notebook(tmp_path / "jit.ipynb", cells))],
+                          capture_output=True, text=True, timeout=120, env=env_without)
     assert done.returncode == 0, done.stdout + done.stderr
