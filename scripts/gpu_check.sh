@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of chapter 9 in one script, for a machine with one CUDA GPU (made for an H100 with
 # PyTorch 2.11 + CUDA 13 and Triton 3.6). Run it from the repository root; embedlib need not be
-# installed (PYTHONPATH=. is set here). No internet, no Jupyter needed. About 6 minutes.
+# installed (PYTHONPATH=. is set here). No internet, no Jupyter needed. About 7 minutes.
 #
 #     OUT=/path/to/results bash scripts/gpu_check.sh
 #
@@ -19,7 +19,7 @@
 #   7. kernel block sizes (the benchmark's "tune" suite), if time is left -> $OUT/tune_gpu.{json,txt}
 # $OUT/summary.txt lists every step's exit status and time; $OUT/gpu_check.log has everything.
 #
-# Budget: GPU_CHECK_BUDGET seconds in all (default 360); a step never starts with less than 20 s
+# Budget: GPU_CHECK_BUDGET seconds in all (default 420); a step never starts with less than 20 s
 # left, and never runs past the budget.
 #
 # Afterwards (on the machine without the GPU): copy $OUT/bench_gpu.json to book/data/gpu_benchmark.json
@@ -44,7 +44,7 @@ export PYTHONDONTWRITEBYTECODE=1
 export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET EMBEDLIB_TRITON  # the compiled kernels, unless a test asks otherwise
 PY="${PYTHON:-$(command -v python3 || command -v python)}"
-BUDGET="${GPU_CHECK_BUDGET:-360}"
+BUDGET="${GPU_CHECK_BUDGET:-420}"
 START=$(date +%s)
 # pytest: no nbval flags from pyproject.toml (nbval may be missing), no cache files in the tree
 PYTEST=("$PY" -m pytest -o addopts= -p no:cacheprovider -q -rfEs --durations=10)
