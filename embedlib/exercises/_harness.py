@@ -160,11 +160,17 @@ def _wrap(text: str) -> str:
                          break_on_hyphens=False)
 
 
+def require_callable(fn, name: str) -> None:
+    """A clear error for ``check_x(my_fn())`` instead of ``check_x(my_fn)``; checkers that wrap ``fn``
+    call it before wrapping (a wrapper is always callable)."""
+    if not callable(fn):
+        raise TypeError(f"pass your function itself, not {type(fn).__name__} (write {name}, not {name}())")
+
+
 def run(name: str, fn: Callable, cases: Sequence[Case], *, summary: str, rtol: float = 1e-5,
         atol: float = 1e-6) -> CheckResult:
     """Run ``fn`` on every case; the first problem found is the report. ``summary`` says what was covered."""
-    if not callable(fn):
-        raise TypeError(f"pass your function itself, not {type(fn).__name__} (write {name}, not {name}())")
+    require_callable(fn, name)
     total = len(cases)
     for number, case in enumerate(cases, start=1):
         kept = tuple(_copy(a) for a in case.args)

@@ -240,8 +240,7 @@ def check_factorization_step(fn, *, seed: int = 0) -> CheckResult:
     ``fn`` returns is ignored. The expected tables come from ``el.MatrixFactorization``.
     """
     name = _harness.name_of(fn)
-    if not callable(fn):
-        raise TypeError(f"pass your function itself, not {type(fn).__name__} (write {name}, not {name}())")
+    _harness.require_callable(fn, name)
     rng = np.random.default_rng(seed)
     state: dict = {}
     cases = []

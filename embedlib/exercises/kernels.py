@@ -24,12 +24,6 @@ from embedlib.exercises import _harness, _inputs
 from embedlib.exercises._harness import Case, CheckResult
 
 
-def _require_callable(fn, name: str) -> None:
-    """The harness's own error, raised before ``fn`` is wrapped (a wrapper is always callable)."""
-    if not callable(fn):
-        raise TypeError(f"pass your function itself, not {type(fn).__name__} (write {name}, not {name}())")
-
-
 def _failed_after_values(name: str, number: int, total: int, description: str, problem: str,
                          hint: str | None) -> CheckResult:
     """The report of a case whose numbers were right but whose result is wrong in another way."""
@@ -90,7 +84,7 @@ def check_lines_touched(fn, *, seed: int = 0) -> CheckResult:
     number (a float, or a ``fractions.Fraction``).
     """
     name = _harness.name_of(fn)
-    _require_callable(fn, name)
+    _harness.require_callable(fn, name)
     rng = np.random.default_rng(seed)
     # the typical sizes first, where the classic wrong formulas all differ, then the edge cases
     pairs = [(48, 64), (48, 32), (64, 64), (4, 64), (12, 32), (256, 64), (40, 32), (72, 128), (3, 4),
@@ -199,7 +193,7 @@ def check_gather_kernel(fn, *, device=None, seed: int = 0) -> CheckResult:
     import torch
 
     name = _harness.name_of(fn)
-    _require_callable(fn, name)
+    _harness.require_callable(fn, name)
     dev = _device(device)
     rng = np.random.default_rng(seed)
     cases, weights = [], []
@@ -320,7 +314,7 @@ def check_scatter_add_kernel(fn, *, device=None, seed: int = 0) -> CheckResult:
     import torch
 
     name = _harness.name_of(fn)
-    _require_callable(fn, name)
+    _harness.require_callable(fn, name)
     dev = _device(device)
     rng = np.random.default_rng(seed)
     cases, layouts = [], []

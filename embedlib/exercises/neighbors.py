@@ -208,8 +208,7 @@ def check_nearest_neighbors(fn, *, seed: int = 0) -> CheckResult:
     the scores within a relative 1e-5 (absolute 1e-6).
     """
     name = _harness.name_of(fn)
-    if not callable(fn):
-        raise TypeError(f"pass your function itself, not {type(fn).__name__} (write {name}, not {name}())")
+    _harness.require_callable(fn, name)
     rng = np.random.default_rng(seed)
     id_cases, score_cases = [], []
     for description, w, q, k in _cases(rng):

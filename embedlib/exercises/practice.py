@@ -130,8 +130,7 @@ def check_pad_batch(fn, *, seed: int = 0) -> CheckResult:
                           _reference_pad(ids, off, pad), names=("indices", "offsets", "padding_idx"),
                           exact=True, hint=_pad_hint(ids, off, pad)))
     name = _harness.name_of(fn)
-    if not callable(fn):
-        raise TypeError(f"pass your function itself, not {type(fn).__name__} (write {name}, not {name}())")
+    _harness.require_callable(fn, name)
     outputs = []
 
     def recorded(*args):  # keeps what fn returned, to check its dtype once the values are right
