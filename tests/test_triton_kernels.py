@@ -13,7 +13,6 @@ Sizes are small: the interpreter runs each program of a kernel in Python.
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 import subprocess
@@ -378,68 +377,8 @@ def test_the_benchmarks_tuning_suite_runs_the_kernels(device):
 
 
 # --------------------------------------------------------------------------------------------------
-# Compiled for a Hopper GPU (sm_90) without one: what the interpreter cannot check
+# Alignment (what the compiled code makes of it: test_triton_offline.py)
 # --------------------------------------------------------------------------------------------------
-def _compile_for_sm90(fn, signature, constexprs, num_warps=4, divisible=()):
-    """PTX of ``fn`` compiled for sm_90 by Triton's own compiler and ptxas, no GPU needed. Pointers
-    are 16-byte aligned and the integer arguments named in ``divisible`` multiples of 16, as Triton
-    would specialise them at a launch with torch's tensors."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    aligned = {(i,): [["tt.divisibility", 16]] for i, (name, t) in enumerate(signature.items())
-               if t.startswith("*") or name in divisible}
-    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=aligned)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps}).asm["ptx"]
-
-
-@pytest.mark.skipif(INTERPRETED, reason="compiles, does not interpret")
-@pytest.mark.parametrize("dim", [12, 64])
-def test_kernels_compile_for_sm90_with_16_byte_rows(kernels, dim):
-    """Every kernel compiles to PTX; float32 rows whose size is a multiple of 16 bytes move as
-    16-byte vectors (ld/st.global.v4) in the gather, the scatter and the deterministic sums."""
-    import triton.language as tl
-    k = kernels
-    bd = k.block_d(dim)
-    a = k.align(dim, 4, dim)
-    common = dict(D=dim, ALIGN=a, BLOCK_D=bd)
-    # a launch specialises strides that are multiples of 16; D = 64 once crashed the compiler that way
-    divisible = ("stride_wr", "stride_gr", "stride_sr") if dim % 16 == 0 else ()
-    _compile = functools.partial(_compile_for_sm90, divisible=divisible)
-    ptx = _compile(k._gather_kernel, {"idx_ptr": "*i64", "w_ptr": "*fp32", "out_ptr": "*fp32", "n": "i64",
-                                      "stride_wr": "i32", "stride_wc": "constexpr", "D": "constexpr",
-                                      "ALIGN": "constexpr", "BLOCK_N": "constexpr", "BLOCK_D": "constexpr"},
-                   dict(common, stride_wc=1, BLOCK_N=k.block_n(bd)))
-    assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx
-    ptx = _compile(k._scatter_add_kernel, {"idx_ptr": "*i64", "g_ptr": "*fp32", "out_ptr": "*fp32", "n": "i64",
-                                           "stride_gr": "i32", "stride_gc": "constexpr", "pad": "i64",
-                                           "D": "constexpr", "ALIGN": "constexpr", "BLOCK_N": "constexpr",
-                                           "BLOCK_D": "constexpr"}, dict(common, stride_gc=1, BLOCK_N=k.block_n(bd)))
-    assert "ld.global.v4.b32" in ptx and ("atom" in ptx or "red." in ptx)
-    for has_perm, to_rows in ((True, True), (False, False)):
-        ptx = _compile(k._segment_sum_kernel, {
-            "perm_ptr": "*i64", "src_ptr": "*fp32", "starts_ptr": "*i64", "keys_ptr": "*i32", "out_ptr": "*fp32",
-            "num_pieces": "i64", "stride_sr": "i32", "stride_sc": "constexpr", "pad": "i64", "D": "constexpr",
-            "ALIGN": "constexpr", "HAS_PERM": "constexpr", "TO_ROWS": "constexpr", "BLOCK_P": "constexpr",
-            "BLOCK_D": "constexpr"}, dict(common, stride_sc=1, HAS_PERM=has_perm, TO_ROWS=to_rows,
-                                          BLOCK_P=k.block_n(bd, 2048)))
-        assert "ld.global.v4.b32" in ptx
-    for mode, psw in ((0, True), (1, False), (2, False)):
-        _compile(k._bag_forward_kernel, {
-            "idx_ptr": "*i64", "w_ptr": "*fp32", "bounds_ptr": "*i64", "psw_ptr": "*fp32", "out_ptr": "*fp32",
-            "argmax_ptr": "*i64", "count_ptr": "*i64", "num_bags": "i64", "stride_wr": "i32",
-            "stride_wc": "constexpr", "pad": "i64", "D": "constexpr", "ALIGN": "constexpr", "MODE": "constexpr",
-            "HAS_PSW": "constexpr", "SAVE_ARGMAX": "constexpr", "ACC": "constexpr", "BLOCK_B": "constexpr",
-            "BLOCK_D": "constexpr"}, dict(common, stride_wc=1, MODE=mode, HAS_PSW=psw, SAVE_ARGMAX=mode == 2,
-                                          ACC=tl.float32, BLOCK_B=k.block_n(bd, 2048)))
-    _compile(k._bag_backward_kernel, {
-        "idx_ptr": "*i64", "g_ptr": "*fp32", "bounds_ptr": "*i64", "psw_ptr": "*fp32", "count_ptr": "*i64",
-        "out_ptr": "*fp32", "num_bags": "i64", "stride_gr": "i32", "stride_gc": "constexpr", "pad": "i64",
-        "D": "constexpr", "ALIGN": "constexpr", "MEAN": "constexpr", "HAS_PSW": "constexpr",
-        "BLOCK_B": "constexpr", "BLOCK_D": "constexpr"}, dict(common, stride_gc=1, MEAN=True, HAS_PSW=False,
-                                                              BLOCK_B=k.block_n(bd, 2048)))
-
-
 def test_align_is_the_16_byte_vector_width_that_fits(kernels):
     k = kernels
     assert k.align(12, 4, 12) == 4 and k.align(64, 4, 64) == 4 and k.align(64, 2, 64) == 8

@@ -327,12 +327,12 @@ def tune(cfg, device="cuda", log=print):
                 grid = (triton.cdiv(b, bn), triton.cdiv(d, bd))
                 cands[("gather", elements, warps)] = (
                     lambda grid=grid, bn=bn, warps=warps: k._gather_kernel[grid](
-                        idx, w, res, b, w.stride(0), w.stride(1), D=d, ALIGN=a, BLOCK_N=bn, BLOCK_D=bd,
-                        num_warps=warps))
+                        idx, w, res, b, w.stride(0), w.stride(1), D=d, ALIGN=a, OUT_ALIGN=a, BLOCK_N=bn,
+                        BLOCK_D=bd, num_warps=warps))
                 cands[("scatter_add", elements, warps)] = (
                     lambda grid=grid, bn=bn, warps=warps: k._scatter_add_kernel[grid](
-                        idx, g, acc, b, g.stride(0), g.stride(1), -1, D=d, ALIGN=a, BLOCK_N=bn, BLOCK_D=bd,
-                        num_warps=warps))
+                        idx, g, acc, b, g.stride(0), g.stride(1), -1, D=d, ALIGN=a, OUT_ALIGN=a, BLOCK_N=bn,
+                        BLOCK_D=bd, num_warps=warps))
         t = _time(cands, cfg, device, 10.0)
         for (kernel, elements, warps), timing in t.items():
             moved = b * 8 + (2 * b * d * 4 if kernel == "gather" else b * d * 4 + v * d * 4)
@@ -359,7 +359,7 @@ def tune(cfg, device="cuda", log=print):
             cands[("bag_forward", elements, warps)] = (
                 lambda grid=grid, bb=bb, warps=warps: k._bag_forward_kernel[grid](
                     flat, w, bounds, bounds, res, bounds, bounds, n_bags, w.stride(0), w.stride(1), -1, D=d, ALIGN=a,
-                    MODE=0, HAS_PSW=False, SAVE_ARGMAX=False, ACC=tl.float32, BLOCK_B=bb, BLOCK_D=bd,
+                    OUT_ALIGN=a, MODE=0, HAS_PSW=False, SAVE_ARGMAX=False, ACC=tl.float32, BLOCK_B=bb, BLOCK_D=bd,
                     num_warps=warps))
     t = _time(cands, cfg, device, 10.0)
     moved = flat.numel() * 8 + bounds.numel() * 8 + flat.numel() * d * 4 + n_bags * d * 4

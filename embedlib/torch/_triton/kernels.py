@@ -114,13 +114,14 @@ def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
 # --------------------------------------------------------------------------------------------------
 @triton.jit(do_not_specialize=["n"])
 def _gather_kernel(idx_ptr, w_ptr, out_ptr, n, stride_wr, stride_wc,
-                   D: tl.constexpr, ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                   D: tl.constexpr, ALIGN: tl.constexpr, OUT_ALIGN: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < n
     src = tl.load(idx_ptr + rows, mask=row_ok, other=0).to(tl.int64)
     src_at = tl.multiple_of(src * stride_wr, ALIGN)  # where each wanted row starts (see align())
-    out_at = tl.multiple_of(rows * D, ALIGN)
+    out_at = tl.multiple_of(rows * D, OUT_ALIGN)  # the output is contiguous: its rows align by D alone
     ok = row_ok[:, None] & (cols < D)[None, :]
     vals = tl.load(w_ptr + src_at[:, None] + cols[None, :] * stride_wc, mask=ok)
     tl.store(out_ptr + out_at[:, None] + cols[None, :], vals, mask=ok)
@@ -138,7 +139,7 @@ def gather(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     grid = (triton.cdiv(n, bn), triton.cdiv(dim, bd))
     a = align(dim, weight.element_size(), weight.stride(0), col_strides=(weight.stride(1),))
     _gather_kernel[grid](idx, weight, out, n, weight.stride(0), weight.stride(1), D=dim, ALIGN=a,
-                         BLOCK_N=bn, BLOCK_D=bd, num_warps=warps(bn, bd))
+                         OUT_ALIGN=align(dim, out.element_size()), BLOCK_N=bn, BLOCK_D=bd, num_warps=warps(bn, bd))
     return out
 
 
@@ -147,7 +148,8 @@ def gather(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 @triton.jit(do_not_specialize=["n", "pad"])
 def _scatter_add_kernel(idx_ptr, g_ptr, out_ptr, n, stride_gr, stride_gc, pad,
-                        D: tl.constexpr, ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                        D: tl.constexpr, ALIGN: tl.constexpr, OUT_ALIGN: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < n
@@ -155,7 +157,7 @@ def _scatter_add_kernel(idx_ptr, g_ptr, out_ptr, n, stride_gr, stride_gc, pad,
     keep = row_ok & (dst != pad)  # the padding row receives nothing
     ok = keep[:, None] & (cols < D)[None, :]
     g_at = tl.multiple_of(rows * stride_gr, ALIGN)
-    out_at = tl.multiple_of(dst * D, ALIGN)
+    out_at = tl.multiple_of(dst * D, OUT_ALIGN)
     g = tl.load(g_ptr + g_at[:, None] + cols[None, :] * stride_gc, mask=ok, other=0.0)
     tl.atomic_add(out_ptr + out_at[:, None] + cols[None, :], g.to(out_ptr.dtype.element_ty), mask=ok,
                   sem="relaxed")
@@ -173,7 +175,8 @@ def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, pad:
         grid = (triton.cdiv(n, bn), triton.cdiv(dim, bd))
         a = align(dim, grad.element_size(), grad.stride(0), col_strides=(grad.stride(1),))
         _scatter_add_kernel[grid](idx, grad, out, n, grad.stride(0), grad.stride(1), pad, D=dim, ALIGN=a,
-                                  BLOCK_N=bn, BLOCK_D=bd, num_warps=warps(bn, bd))
+                                  OUT_ALIGN=align(dim, out.element_size()), BLOCK_N=bn, BLOCK_D=bd,
+                                  num_warps=warps(bn, bd))
     return out if acc == grad.dtype else out.to(grad.dtype)
 
 
@@ -183,7 +186,7 @@ def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, pad:
 @triton.jit(do_not_specialize=["num_pieces", "pad"])
 def _segment_sum_kernel(perm_ptr, src_ptr, starts_ptr, keys_ptr, out_ptr, num_pieces,
                         stride_sr, stride_sc, pad, D: tl.constexpr, ALIGN: tl.constexpr,
-                        HAS_PERM: tl.constexpr, TO_ROWS: tl.constexpr,
+                        OUT_ALIGN: tl.constexpr, HAS_PERM: tl.constexpr, TO_ROWS: tl.constexpr,
                         BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
     """Piece ``p`` is the run ``[starts[p], starts[p+1])`` of a sorted sequence; its members are
     rows ``perm[j]`` of ``src`` (or rows ``j`` without ``perm``). Each piece is added in order,
@@ -211,10 +214,10 @@ def _segment_sum_kernel(perm_ptr, src_ptr, starts_ptr, keys_ptr, out_ptr, num_pi
     if TO_ROWS:
         key = tl.load(keys_ptr + pieces, mask=piece_ok, other=0).to(tl.int64)
         ok = (piece_ok & (key != pad))[:, None] & col_ok
-        out_at = tl.multiple_of(key * D, ALIGN)
+        out_at = tl.multiple_of(key * D, OUT_ALIGN)
         tl.store(out_ptr + out_at[:, None] + cols[None, :], acc, mask=ok)
     else:
-        out_at = tl.multiple_of(pieces * D, ALIGN)
+        out_at = tl.multiple_of(pieces * D, OUT_ALIGN)
         tl.store(out_ptr + out_at[:, None] + cols[None, :], acc, mask=piece_ok[:, None] & col_ok)
 
 
@@ -237,9 +240,10 @@ def _segment_sum(perm, src, starts, keys, out, pad, to_rows):
     bd = block_d(dim)
     bp = block_n(bd, 2048)
     grid = (triton.cdiv(num_pieces, bp), triton.cdiv(dim, bd))
-    a = align(dim, min(src.element_size(), out.element_size()), src.stride(0), col_strides=(src.stride(1),))
+    a = align(dim, src.element_size(), src.stride(0), col_strides=(src.stride(1),))
     _segment_sum_kernel[grid](perm if perm is not None else starts, src, starts, keys, out, num_pieces,
-                              src.stride(0), src.stride(1), pad, D=dim, ALIGN=a, HAS_PERM=perm is not None,
+                              src.stride(0), src.stride(1), pad, D=dim, ALIGN=a,
+                              OUT_ALIGN=align(dim, out.element_size()), HAS_PERM=perm is not None,
                               TO_ROWS=to_rows, BLOCK_P=bp, BLOCK_D=bd, num_warps=warps(bp, bd))
 
 
@@ -278,7 +282,7 @@ def scatter_add_deterministic(idx: torch.Tensor, grad: torch.Tensor, num_embeddi
 @triton.jit(do_not_specialize=["num_bags", "pad"])
 def _bag_forward_kernel(idx_ptr, w_ptr, bounds_ptr, psw_ptr, out_ptr, argmax_ptr, count_ptr,
                         num_bags, stride_wr, stride_wc, pad, D: tl.constexpr, ALIGN: tl.constexpr,
-                        MODE: tl.constexpr, HAS_PSW: tl.constexpr, SAVE_ARGMAX: tl.constexpr,
+                        OUT_ALIGN: tl.constexpr, MODE: tl.constexpr, HAS_PSW: tl.constexpr, SAVE_ARGMAX: tl.constexpr,
                         ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     bags = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -313,7 +317,7 @@ def _bag_forward_kernel(idx_ptr, w_ptr, bounds_ptr, psw_ptr, out_ptr, argmax_ptr
     if MODE == 2:
         acc = tl.where(best_at < 0, 0.0, acc)
     ok = bag_ok[:, None] & col_ok
-    out_at = tl.multiple_of(bags * D, ALIGN)
+    out_at = tl.multiple_of(bags * D, OUT_ALIGN)
     tl.store(out_ptr + out_at[:, None] + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
     if SAVE_ARGMAX:
         tl.store(argmax_ptr + out_at[:, None] + cols[None, :], best_at, mask=ok)
@@ -342,7 +346,8 @@ def bag_forward(idx, weight, bounds, psw, pad, mode, save_argmax):
                               num_bags, weight.stride(0), weight.stride(1), pad, D=dim,
                               ALIGN=align(dim, weight.element_size(), weight.stride(0),
                                           col_strides=(weight.stride(1),)),
-                              MODE=m, HAS_PSW=psw is not None, SAVE_ARGMAX=argmax is not None,
+                              OUT_ALIGN=align(dim, out.element_size()), MODE=m, HAS_PSW=psw is not None,
+                              SAVE_ARGMAX=argmax is not None,
                               ACC=tl.float64 if weight.dtype == torch.float64 else tl.float32,
                               BLOCK_B=bb, BLOCK_D=bd, num_warps=warps(bb, bd))
     return out, argmax, counts
@@ -351,7 +356,8 @@ def bag_forward(idx, weight, bounds, psw, pad, mode, save_argmax):
 @triton.jit(do_not_specialize=["num_bags", "pad"])
 def _bag_backward_kernel(idx_ptr, g_ptr, bounds_ptr, psw_ptr, count_ptr, out_ptr, num_bags,
                          stride_gr, stride_gc, pad, D: tl.constexpr, ALIGN: tl.constexpr,
-                         MEAN: tl.constexpr, HAS_PSW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+                         OUT_ALIGN: tl.constexpr, MEAN: tl.constexpr, HAS_PSW: tl.constexpr,
+                         BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     """Sum and mean bags: every entry ``e`` of bag ``b`` adds ``grad[b] * psw[e]`` (or
     ``grad[b] / count[b]``) to row ``idx[e]`` of ``out``, by atomic adds."""
     bags = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -374,7 +380,7 @@ def _bag_backward_kernel(idx_ptr, g_ptr, bounds_ptr, psw_ptr, count_ptr, out_ptr
         v = g
         if HAS_PSW:
             v = v * tl.load(psw_ptr + e, mask=keep, other=0.0).to(g.dtype)[:, None]
-        out_at = tl.multiple_of(row * D, ALIGN)
+        out_at = tl.multiple_of(row * D, OUT_ALIGN)
         tl.atomic_add(out_ptr + out_at[:, None] + cols[None, :], v, mask=keep[:, None] & col_ok, sem="relaxed")
 
 
@@ -392,6 +398,6 @@ def bag_backward(idx, grad, bounds, psw, counts, num_embeddings, pad, mode):
                                    counts if counts is not None else bounds, out, num_bags,
                                    grad.stride(0), grad.stride(1), pad, D=dim,
                                    ALIGN=align(dim, grad.element_size(), grad.stride(0), col_strides=(grad.stride(1),)),
-                                   MEAN=mode == "mean",
+                                   OUT_ALIGN=align(dim, out.element_size()), MEAN=mode == "mean",
                                    HAS_PSW=psw is not None, BLOCK_B=bb, BLOCK_D=bd, num_warps=warps(bb, bd))
     return out if acc == grad.dtype else out.to(grad.dtype)
