@@ -157,9 +157,21 @@ def test_one_kernel_serves_every_batch_size_and_padding_row():
         assert x.ptx == y.ptx and x.grid != y.grid
 
 
+@pytest.mark.parametrize("dim", [12, 64, 2048])
+def test_no_integer_division_per_number(dim):
+    """PyTorch's index_select divides every element's position by D to find its row (chapter 9);
+    these kernels know row and column from the block's shape: no division or remainder anywhere."""
+    idx = indices(4096)
+    launches = compile_(lambda: (k.gather(idx, table(dim)), k.scatter_add(idx, table(dim, rows=4096), V)))
+    for one in launches:
+        ops = offline.opcodes(one.ptx)
+        assert ops["ret"] == 1 and any(name.startswith("ld.global") for name in ops)
+        assert offline.integer_divisions(one.ptx) == 0, ops
+
+
 def test_no_registers_spill_in_the_float32_kernels():
     for row in offline.report(H100):
-        assert row["spilled_bytes"] == 0, row
+        assert row["spilled_bytes"] == 0 and row["integer_divisions"] == 0, row
         assert 0 < row["registers"] <= 255, row
 
 
@@ -198,6 +210,20 @@ def test_memory_instructions_counts_global_accesses_only():
     """
     assert offline.memory_instructions(ptx) == {"ld.global.v4.b32": 2, "ld.global.b64": 1, "st.global.v4.b32": 1,
                                                 "atom.global.gpu.relaxed.add.v4.f32": 1}
+
+
+def test_opcodes_skip_directives_labels_and_comments():
+    ptx = """
+    .reg .b64 %rd<84>;
+    // a comment
+$L__BB0_2:
+    .loc 1 116 0
+    @!%p3 bra $L__BB0_2;
+    div.s64 %rd1, %rd2, %rd3;
+    ret;
+    """
+    assert offline.opcodes(ptx) == {"bra": 1, "div.s64": 1, "ret": 1}
+    assert offline.integer_divisions(ptx + "rem.u32 %r1, %r2, %r3;\n div.rn.f32 %f1, %f2, %f3;\n") == 2
 
 
 @pytest.mark.parametrize("name, size", [("ld.global.v4.b32", 16), ("ld.global.b64", 8), ("st.global.v2.b32", 8),

@@ -124,13 +124,29 @@ def compiled_launches(capability: int = H100):
         InterpretedFunction.run = original_interpreted
 
 
-_MEMORY = re.compile(r"^\s*(?:@%p\d+\s+)?((?:ld|st|red|atom)\.global[\w.]*)", re.MULTILINE)
+_OPCODE = re.compile(r"^\s*(?:@!?%p\d+\s+)?([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*)(?=[\s;])", re.MULTILINE)
+_DIRECTIVE_OR_LABEL = re.compile(r"^\s*(?:\.|\$|//|[{}])")
+
+
+def opcodes(ptx: str) -> collections.Counter:
+    """How many times each instruction appears in ``ptx`` (directives, labels and comments left out),
+    e.g. ``{"ld.global.v4.b32": 2, "mad.lo.s64": 8, "ret": 1, ...}``."""
+    lines = (line for line in ptx.splitlines() if line.strip() and not _DIRECTIVE_OR_LABEL.match(line))
+    return collections.Counter(m.group(1) for line in lines if (m := _OPCODE.match(line)))
 
 
 def memory_instructions(ptx: str) -> collections.Counter:
     """How many times each global-memory instruction (loads, stores, atomics) appears in ``ptx``,
     e.g. ``{"ld.global.v4.b32": 2, "st.global.v4.b32": 2, "ld.global.b64": 1}``."""
-    return collections.Counter(_MEMORY.findall(ptx))
+    return collections.Counter({name: n for name, n in opcodes(ptx).items()
+                                if name.split(".")[0] in ("ld", "st", "red", "atom") and ".global" in name})
+
+
+def integer_divisions(ptx: str) -> int:
+    """Integer divisions and remainders in ``ptx`` (``div.s64``, ``rem.u32``, ...): the instructions a
+    kernel needs when it finds a number's row and column from its position, as PyTorch's does."""
+    return sum(n for name, n in opcodes(ptx).items()
+               if name.split(".")[0] in ("div", "rem") and re.fullmatch(r"[su]\d+", name.split(".")[-1]))
 
 
 def bytes_per_access(instruction: str) -> int:
@@ -203,7 +219,8 @@ def cases(num_embeddings: int = 1000, n: int = 65536) -> list[tuple[str, object]
 def report(capability: int = H100) -> list[dict]:
     """Compile every launch of :func:`cases` for ``capability`` and describe it: one dict per
     launch with the case, the kernel, its block and warps, the global-memory instructions in its
-    PTX (name -> count) and what ``ptxas`` reports (registers per thread, spilled bytes).
+    PTX (name -> count), its integer divisions, and what ``ptxas`` reports (registers per thread,
+    spilled bytes).
 
     Under ``TRITON_INTERPRET=1`` Triton's own helpers (``tl.max``, ...) are interpreter functions
     that its compiler cannot use, so the report is then made in a child process without it."""
@@ -224,7 +241,8 @@ def report(capability: int = H100) -> list[dict]:
             flags = ", ".join(f"{name}={value}" for name, value in one.constexprs.items() if isinstance(value, bool))
             rows.append({"case": what, "kernel": one.kernel, "flags": flags, "capability": capability,
                          "block": " x ".join(str(b) for b in blocks), "warps": one.num_warps,
-                         "instructions": dict(one.memory_instructions()), "registers": resources["registers"],
+                         "instructions": dict(one.memory_instructions()),
+                         "integer_divisions": integer_divisions(one.ptx), "registers": resources["registers"],
                          "spilled_bytes": resources["spill_stores"]})
     return rows
 
