@@ -196,6 +196,20 @@ def test_report_under_the_interpreter():
     assert json.loads(done.stdout.strip().splitlines()[-1]) == offline.report(H100)
 
 
+def test_compiled_launches_refuses_the_interpreter():
+    code = ("import os; os.environ['TRITON_INTERPRET'] = '1'\n"
+            "from embedlib.torch._triton import offline\n"
+            "try:\n"
+            "    with offline.compiled_launches():\n"
+            "        pass\n"
+            "except RuntimeError as e:\n"
+            "    print('refused:', e)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0 and "refused: compiled_launches() needs a process without TRITON_INTERPRET" \
+        in done.stdout, done.stdout + done.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------------------------------
 # Reading PTX
 # --------------------------------------------------------------------------------------------------

@@ -31,10 +31,9 @@ import sys
 import tempfile
 
 import triton
+from triton import knobs
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
-from triton import knobs
-from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
 #: Compute capability of an NVIDIA H100 (and H200), the GPU the book's targets are set for.
@@ -63,21 +62,6 @@ class Launch:
         return ptxas_resources(self.ptx, self.capability)
 
 
-_JIT_OPTIONS = ("version", "do_not_specialize", "do_not_specialize_on_alignment", "debug", "noinline", "repr",
-                "launch_metadata")
-
-
-@contextlib.contextmanager
-def _compiling():
-    """Triton's code generator, not its interpreter, for the duration (it reads the knob as it goes)."""
-    saved = knobs.runtime.interpret
-    knobs.runtime.interpret = False
-    try:
-        yield
-    finally:
-        knobs.runtime.interpret = saved
-
-
 def _grid(grid, args: dict) -> tuple:
     g = grid(args) if callable(grid) else grid
     return tuple(int(x) for x in (g if isinstance(g, (tuple, list)) else (g,)))
@@ -88,11 +72,18 @@ def compiled_launches(capability: int = H100):
     """While active, every ``kernel[grid](...)`` launch is compiled for a CUDA GPU of compute
     capability ``capability`` (90 for an H100) and appended, as a :class:`Launch`, to the list this
     yields, instead of running. Arguments may be CPU tensors: only their types and the alignment of
-    their data pointers matter. Not thread-safe: it replaces ``JITFunction.run`` for the duration."""
+    their data pointers matter. Not thread-safe: it replaces ``JITFunction.run`` for the duration.
+
+    Not available under ``TRITON_INTERPRET=1``: the kernels are then interpreter functions, and so
+    are Triton's own helpers they call (``tl.max``, ...), which its compiler cannot use. Compile in a
+    process without it (:func:`report` does that by itself)."""
+    if knobs.runtime.interpret:
+        raise RuntimeError("compiled_launches() needs a process without TRITON_INTERPRET=1 "
+                           "(offline.report() starts one by itself)")
     target = GPUTarget("cuda", capability, 32)
     backend = make_backend(target)
     launches: list[Launch] = []
-    original, original_interpreted = JITFunction.run, InterpretedFunction.run
+    original = JITFunction.run
 
     def compile_instead(self, *args, grid, warmup, **kwargs):
         kwargs.setdefault("debug", False)
@@ -109,19 +100,11 @@ def compiled_launches(capability: int = H100):
             num_warps=options.num_warps, capability=capability, asm=dict(compiled.asm)))
         return None
 
-    def compile_interpreted(self, *args, grid, warmup=False, **kwargs):
-        # Under TRITON_INTERPRET=1 the kernels are InterpretedFunctions: compile their source as jit would.
-        jitted = JITFunction(self.fn, **{k: v for k, v in self.kwargs.items() if k in _JIT_OPTIONS})
-        with _compiling():
-            return compile_instead(jitted, *args, grid=grid, warmup=warmup, **kwargs)
-
     JITFunction.run = compile_instead
-    InterpretedFunction.run = compile_interpreted
     try:
         yield launches
     finally:
         JITFunction.run = original
-        InterpretedFunction.run = original_interpreted
 
 
 _OPCODE = re.compile(r"^\s*(?:@!?%p\d+\s+)?([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*)(?=[\s;])", re.MULTILINE)
