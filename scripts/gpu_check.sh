@@ -14,15 +14,18 @@
 #      every suite, so a run cut short still leaves its measurements)
 #   4. the CUDA test suite: tests/test_cuda.py                      -> $OUT/test_cuda.{txt,xml}
 #   5. chapters 5 and 9 run without Jupyter, printed outputs compared with the stored ones, if time
-#      is left (scripts/check_notebook_outputs.py)                 -> $OUT/notebooks.txt
+#      is left (scripts/check_notebook_outputs.py; cells tagged output-depends-on-gpu, such as
+#      chapter 9's live GPU results, run but are not compared)   -> $OUT/notebooks.txt
 #   6. forward lookups with 16M indices per call, if time is left   -> $OUT/bench_gpu_large_forward.{json,txt}
 #   7. kernel block sizes (the benchmark's "tune" suite), if time is left -> $OUT/tune_gpu.{json,txt}
-# $OUT/summary.txt lists every step's exit status and time; $OUT/gpu_check.log has everything.
+# $OUT/summary.txt lists every step's exit status and time; $OUT/gpu_check.log has everything. The
+# benchmark steps exit with 3 when they ran but a target was not met (1 means they failed to run).
+# If the smoke lookup of step 1 fails, the script stops there.
 #
 # Budget: GPU_CHECK_BUDGET seconds in all (default 420); a step never starts with less than 20 s
 # left, and never runs past the budget.
 #
-# Afterwards (on the machine without the GPU): copy $OUT/bench_gpu.json to book/data/gpu_benchmark.json
+# Afterwards (on the machine without the GPU): mkdir -p book/data, copy $OUT/bench_gpu.json to book/data/gpu_benchmark.json
 # and commit it; chapter 3 then shows its one-hot numbers (labelled with the GPU, the versions and the
 # date) where no GPU is present, and chapter 9 plots its forward, backward and bag results. The
 # targets table at the end of $OUT/bench_gpu.txt says which GPU targets held. Re-execute both chapters
@@ -55,9 +58,11 @@ say() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$LOG"; }
 step() {
     local name=$1 limit=$2 file=$3
     shift 3
-    local left=$(( BUDGET - ($(date +%s) - START) ))
+    # a step is stopped at its limit with SIGINT, and killed 20 s later if it is still running:
+    # keep that grace period inside the budget too
+    local left=$(( BUDGET - ($(date +%s) - START) - 20 ))
     if (( left < 20 )); then
-        say "SKIP $name: only ${left}s of the ${BUDGET}s budget left"
+        say "SKIP $name: only ${left}s of the ${BUDGET}s budget left (after the 20 s grace period)"
         echo "$name skipped (budget)" >> "$SUMMARY"
         return 0
     fi
@@ -97,9 +102,21 @@ if torch.cuda.is_available():
     print("kernels enabled on cuda:", _triton.enabled(w))
     out = el.lookup(torch.tensor([3, 1, 3], device="cuda"), w)
     print("smoke lookup equal:", bool(torch.equal(out, w[[3, 1, 3]])))
+import shutil, sysconfig, os
+include = sysconfig.get_paths()["include"]
+print("C compiler for Triton's launchers:", shutil.which("gcc") or shutil.which("cc") or shutil.which("clang"),
+      "| Python.h:", os.path.exists(os.path.join(include, "Python.h")))
 EOF
 step environment 90 "$OUT/environment.txt" bash -c 'nvidia-smi || echo "nvidia-smi failed"; "$0" -c "$1"' \
     "$PY" "$ENVIRONMENT_PY"
+# Without a working kernel every later step would fail for the same reason: stop here instead of
+# spending the GPU's time on it.
+if ! grep -q "smoke lookup equal: True" "$OUT/environment.txt"; then
+    say "STOP: the smoke lookup through embedlib's kernels did not work (see environment.txt); nothing else run"
+    echo "stopped after environment: smoke lookup failed" >> "$SUMMARY"
+    tee -a "$LOG" < "$SUMMARY"
+    exit 0
+fi
 
 # 2. Kernel tests: compiled on the GPU here, interpreted on the CPU in a child process.
 step kernel-tests 150 "$OUT/test_triton_kernels.txt" \

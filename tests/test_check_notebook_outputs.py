@@ -83,3 +83,25 @@ def test_a_triton_kernel_can_be_defined_in_a_cell(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), str(notebook(tmp_path / "jit.ipynb", cells))],
                           capture_output=True, text=True, timeout=120, env=env_without)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cells_tagged_as_gpu_dependent_run_but_are_compared_only_off_a_gpu(tmp_path):
+    path = notebook(tmp_path / "tagged.ipynb", [("print('measured on this GPU')", "no GPU here\n", None),
+                                                 ("print('same everywhere')", "same everywhere\n", None)])
+    nb = json.loads(path.read_text())
+    nb["cells"][0]["metadata"]["tags"] = ["output-depends-on-gpu"]
+    path.write_text(json.dumps(nb))
+    skipped = subprocess.run([sys.executable, str(SCRIPT), "--gpu-tagged", "skip", str(path)],
+                             capture_output=True, text=True, timeout=120)
+    assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+    assert "code cell 1: ran; output not compared (tagged output-depends-on-gpu)" in skipped.stdout
+    compared = subprocess.run([sys.executable, str(SCRIPT), "--gpu-tagged", "compare", str(path)],
+                              capture_output=True, text=True, timeout=120)
+    assert compared.returncode == 1 and "code cell 1: printed output differs" in compared.stdout
+    broken = notebook(tmp_path / "broken.ipynb", [("raise RuntimeError('no kernel')", "", None)])
+    nb = json.loads(broken.read_text())
+    nb["cells"][0]["metadata"]["tags"] = ["output-depends-on-gpu"]
+    broken.write_text(json.dumps(nb))
+    failed = subprocess.run([sys.executable, str(SCRIPT), "--gpu-tagged", "skip", str(broken)],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "RuntimeError: no kernel" in failed.stdout  # a tagged cell must still run
