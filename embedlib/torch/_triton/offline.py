@@ -13,7 +13,8 @@ What the record shows without a GPU:
 * that every kernel compiles for the GPU (an H100 is compute capability 9.0), which the
   interpreter, used by the tests on CPU, does not prove;
 * the memory instructions in the PTX, NVIDIA's assembly language: ``ld.global.v4.b32`` loads 16
-  bytes in one instruction, ``ld.global.b32`` four; ``red.global.add.f32`` is an atomic add;
+  bytes in one instruction, ``ld.global.b32`` four; ``atom.global...add`` and ``red.global.add`` are
+  atomic adds;
 * from ``ptxas``: the registers each thread uses and whether any spill to local memory.
 
 How fast the kernels run still takes the GPU to find out.
