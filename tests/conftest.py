@@ -318,3 +318,70 @@ def ref_neighbors(weight, query, k, metric):
     if single:
         return np.array(all_idx[0]), np.array(all_scores[0])
     return np.array(all_idx).reshape(len(vecs), k), np.array(all_scores).reshape(len(vecs), k)
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebook kernels run with a scrambled clock (tests/scrambled_clock.py)
+# --------------------------------------------------------------------------------------------------
+_STARTUP = """\
+# Written by tests/conftest.py: every duration measured in this kernel is scaled by a random factor.
+import importlib.util as _util
+_spec = _util.spec_from_file_location("scrambled_clock", {path!r})
+_module = _util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+_module.install({seed!r})
+del _util, _spec, _module
+"""
+
+
+def pytest_configure(config):
+    """Share the cores among pytest-xdist's workers, and give every notebook kernel that nbval
+    starts an IPython startup file that scrambles its clock.
+
+    Workers and kernels inherit this process's environment, so both are set up once, here in the
+    controller, through environment variables: the number of threads NumPy's BLAS and PyTorch may
+    use (the cores divided among the workers: two workers of two threads each on two cores would
+    fight over them), and an ``IPYTHONDIR`` holding the startup file.
+    """
+    if hasattr(config, "workerinput"):
+        return
+    workers = getattr(config.option, "numprocesses", None)  # an int by now; None without xdist
+    if workers:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, threads)
+    if os.environ.get("SCRAMBLED_CLOCK", "1") == "0":
+        return
+    import random
+    import tempfile
+
+    seed = os.environ.setdefault("SCRAMBLED_CLOCK_SEED", str(random.SystemRandom().randrange(2**32)))
+    ipython_dir = pathlib.Path(tempfile.mkdtemp(prefix="embedlib-scrambled-clock-"))
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    module = pathlib.Path(__file__).with_name("scrambled_clock.py")
+    (startup / "00-scrambled-clock.py").write_text(_STARTUP.format(path=str(module), seed=seed))
+    config._scrambled_clock = (ipython_dir, os.environ.get("IPYTHONDIR"))
+    os.environ["IPYTHONDIR"] = str(ipython_dir)
+
+
+def pytest_unconfigure(config):
+    saved = getattr(config, "_scrambled_clock", None)
+    if saved is None:
+        return
+    import shutil
+
+    ipython_dir, previous = saved
+    if previous is None:
+        os.environ.pop("IPYTHONDIR", None)
+    else:
+        os.environ["IPYTHONDIR"] = previous
+    shutil.rmtree(ipython_dir, ignore_errors=True)
+
+
+def pytest_report_header(config):
+    threads = f"threads per worker: {os.environ.get('OMP_NUM_THREADS', 'default')}"
+    if os.environ.get("SCRAMBLED_CLOCK", "1") == "0":
+        return [threads, "notebook kernels: real clock (SCRAMBLED_CLOCK=0)"]
+    return [threads, "notebook kernels: scrambled clock, every measured duration x a random factor in [1/4, 4]"
+            f" (SCRAMBLED_CLOCK_SEED={os.environ.get('SCRAMBLED_CLOCK_SEED')}; SCRAMBLED_CLOCK=0 for the real one)"]

@@ -93,13 +93,22 @@ def measure(candidates: dict, *, device="cpu", repeats: int = 5, min_sample: flo
     return {name: Timing(statistics.median(s), tuple(s), numbers[name]) for name, s in samples.items()}
 
 
-def peak_bytes(fn: Callable, device="cpu") -> int:
+def peak_bytes(fn: Callable, device="cpu", *, repeats: int = 3) -> int:
     """Bytes allocated at the peak of one call of ``fn``, above what was allocated before it
     (chapter 3: the one-hot product's memory grows with V, the lookup's does not).
 
     On a CPU this counts NumPy's and Python's allocations (``tracemalloc``; NumPy reports its array
     buffers to it); torch CPU tensors are not counted. On a GPU it is torch's allocator peak.
+    Either counts what every thread of the process allocates, and a notebook kernel's own threads
+    allocate now and then, whenever their timers fire: that can only add to a peak, so the result
+    is the smallest peak of ``repeats`` calls, the same however busy the machine was.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    return min(_peak_of_one_call(fn, device) for _ in range(repeats))
+
+
+def _peak_of_one_call(fn: Callable, device) -> int:
     gc.collect()
     if _is_cuda(device):
         import torch
