@@ -1,16 +1,18 @@
 # `make book` builds the website into _build/html; `make test` runs every test (library, notebooks, book build).
 # Both create .venv on first use and install requirements.txt into it.
+# `make check-pins` checks that requirements.txt resolves from PyPI alone for Python 3.11-3.13 (needs the network).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+PIP_VERSION := 26.3
 
-.PHONY: book test serve env clean
+.PHONY: book test serve env check-pins clean
 
 env: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt constraints-cuda.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION)
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
@@ -21,8 +23,13 @@ book: env
 serve: book
 	$(BIN)/python -m http.server --directory _build/html 8000
 
+# pytest's options are in pyproject.toml: every core (pytest-xdist), notebooks under nbval with a
+# scrambled clock (tests/scrambled_clock.py), the book build with warnings as errors.
 test: env
 	$(BIN)/python -m pytest
+
+check-pins: env
+	$(BIN)/python scripts/check_pins.py
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis
