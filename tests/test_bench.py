@@ -95,19 +95,19 @@ def test_peak_bytes_sees_the_one_hot_and_not_much_more_for_the_lookup():
     assert 256 * 12 * 4 <= lookup < 2 * 256 * 12 * 4 + 4096  # the output, and nothing of size V
 
 
-def test_peak_bytes_is_the_smallest_peak_of_its_repeats():
-    """Another thread's allocation during one call (here: the first call's own extra megabyte)
-    can only raise that call's peak; the smallest of the repeats leaves it out."""
+def test_peak_bytes_is_the_median_peak_of_its_repeats():
+    """Another thread's allocation during one call (here: the first call's own extra megabyte), or
+    its freeing of something, moves that call's peak; the median of the repeats leaves it out."""
     calls = []
 
     def fn():
         calls.append(1)
-        stray = np.ones(2**20, dtype=np.uint8) if len(calls) == 1 else None
+        stray = np.ones(2**20, dtype=np.uint8) if len(calls) in (1, 4) else None
         return np.ones(1_000, dtype=np.uint8), stray
 
     assert bench.peak_bytes(fn, repeats=1) >= 2**20
     calls.clear()
-    assert 1_000 <= bench.peak_bytes(fn, repeats=3) < 2**16 and len(calls) == 3
+    assert 1_000 <= bench.peak_bytes(fn) < 2**16 and len(calls) == 5
     with pytest.raises(ValueError, match="repeats"):
         bench.peak_bytes(fn, repeats=0)
 

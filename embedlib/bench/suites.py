@@ -132,7 +132,8 @@ def onehot_vs_lookup(cfg, device="cpu", max_onehot_bytes=None, log=print, backen
             t = _time({"onehot_matmul": mat, "lookup": look}, cfg, device, 4.0)
             moved = 2 * need + v * d * 4 + b * d * 4
             out.append(_record("onehot", "onehot_matmul", device, params, t["onehot_matmul"], moved,
-                               peak_bytes=peak_bytes(mat, device), onehot_bytes=need, backend=backend))
+                               peak_bytes=peak_bytes(mat, device, repeats=1),  # megabytes: one call is enough
+                               onehot_bytes=need, backend=backend))
         out.append(_record("onehot", "lookup", device, params, t["lookup"], b * 8 + 2 * b * d * 4,
                            peak_bytes=peak_bytes(look, device), backend=backend))
         log(f"  one-hot vs lookup, V={v:,}: done")

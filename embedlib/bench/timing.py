@@ -93,19 +93,22 @@ def measure(candidates: dict, *, device="cpu", repeats: int = 5, min_sample: flo
     return {name: Timing(statistics.median(s), tuple(s), numbers[name]) for name, s in samples.items()}
 
 
-def peak_bytes(fn: Callable, device="cpu", *, repeats: int = 3) -> int:
+def peak_bytes(fn: Callable, device="cpu", *, repeats: int = 5) -> int:
     """Bytes allocated at the peak of one call of ``fn``, above what was allocated before it
     (chapter 3: the one-hot product's memory grows with V, the lookup's does not).
 
     On a CPU this counts NumPy's and Python's allocations (``tracemalloc``; NumPy reports its array
     buffers to it); torch CPU tensors are not counted. On a GPU it is torch's allocator peak.
     Either counts what every thread of the process allocates, and a notebook kernel's own threads
-    allocate now and then, whenever their timers fire: that can only add to a peak, so the result
-    is the smallest peak of ``repeats`` calls, the same however busy the machine was.
+    allocate now and then (sending a cell's messages, flushing its output); on a CPU, Python also
+    reuses freed small objects, so whether a call needs new memory for its few hundred bytes of
+    Python objects depends on what ran just before. The result is therefore the median of
+    ``repeats`` calls, which leaves out what happened in fewer than half of them; expect the last
+    few hundred bytes of a small peak to vary all the same.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    return min(_peak_of_one_call(fn, device) for _ in range(repeats))
+    return int(statistics.median_low([_peak_of_one_call(fn, device) for _ in range(repeats)]))
 
 
 def _peak_of_one_call(fn: Callable, device) -> int:
