@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from conftest import (NUMPY, TORCH, BagCase, bag_cases, ref_embedding_bag, ref_embedding_bag_grad, tol)
 
@@ -219,3 +220,253 @@ def test_max_bag_gradient_with_nan_goes_to_exactly_one_entry(backend, order):
         TORCH.el.embedding_bag(torch.tensor(order), wt, torch.tensor([0]), mode="max").backward(torch.from_numpy(g))
         dense = wt.grad.numpy()
     np.testing.assert_array_equal(dense.sum(axis=0), g[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# torch on the CPU: PyTorch's own embedding_bag kernels, with embedlib's semantics where they differ
+# --------------------------------------------------------------------------------------------------
+def _both(idx, w, offsets, **kw):
+    """embedlib's bags and F.embedding_bag on copies of ``w``: ``(ours, theirs, w_ours, w_theirs)``."""
+    mine, ref = w.clone().requires_grad_(), w.clone().requires_grad_()
+    return TORCH.el.embedding_bag(idx, mine, offsets, **kw), F.embedding_bag(idx, ref, offsets, **kw), mine, ref
+
+
+def test_torch_cpu_bags_run_pytorchs_kernels_not_the_torch_operations(monkeypatch):
+    """On the CPU every mode runs PyTorch's embedding_bag (forward and backward); the plain-torch
+    path is left for what those kernels lack (D = 0 here)."""
+    from embedlib.torch import bag
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the plain-torch bag path ran")
+    monkeypatch.setattr(bag, "composite", refuse)
+    w = torch.randn(6, 3, requires_grad=True)
+    psw = torch.rand(5, requires_grad=True)
+    for mode, weights in (("sum", psw), ("sum", None), ("mean", None), ("max", None)):
+        out = TORCH.el.embedding_bag(torch.tensor([0, 5, 2, 2, 1]), w, torch.tensor([0, 2]), mode=mode,
+                                     per_sample_weights=weights, padding_idx=1)
+        out.sum().backward()
+        with torch.no_grad():
+            TORCH.el.embedding_bag(torch.tensor([[0, 5], [2, 2]]), w, mode=mode)
+    monkeypatch.undo()
+    empty_rows = TORCH.el.embedding_bag(torch.tensor([0, 1]), torch.zeros(4, 0), torch.tensor([0]), mode="sum")
+    assert tuple(empty_rows.shape) == (1, 0)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [1, 0, 2], [1, 2, 0]])
+def test_torch_max_bag_nan_wins_wherever_it_is(order):
+    """F.embedding_bag lets a NaN win only when it comes first in its bag; embedlib's max (NumPy, the
+    Triton kernels and torch on the CPU alike) lets it win its column wherever it is, and sends that
+    column's gradient to it."""
+    w = torch.tensor([[np.nan, 1.0], [2.0, 3.0], [5.0, 0.0], [7.0, 4.0]], requires_grad=True)
+    idx = torch.tensor(order + [3, 1])
+    out = TORCH.el.embedding_bag(idx, w, torch.tensor([0, 3]), mode="max")
+    assert np.isnan(out[0, 0].item()) and out[0, 1].item() == 3.0
+    assert torch.equal(out[1], torch.tensor([7.0, 4.0]))  # a bag without NaN is untouched
+    np.testing.assert_array_equal(NUMPY.el.embedding_bag(idx.numpy(), w.detach().numpy(), np.array([0, 3]),
+                                                         mode="max"), out.detach().numpy())
+    out.backward(torch.tensor([[10.0, 100.0], [1.0, 1000.0]]))
+    assert torch.equal(w.grad, torch.tensor([[10.0, 0.0], [0.0, 100.0], [0.0, 0.0], [1.0, 1000.0]]))
+
+
+def test_torch_max_bag_with_both_infinities_is_exact():
+    """A bag holding +inf and -inf in a column (its sum is NaN, as with a NaN) still gets its true
+    maximum, and the first entry that reaches it gets the gradient."""
+    inf = float("inf")
+    w = torch.tensor([[-inf, 1.0], [inf, 2.0], [inf, 2.0]], requires_grad=True)
+    out = TORCH.el.embedding_bag(torch.tensor([0, 1, 2]), w, torch.tensor([0]), mode="max")
+    assert torch.equal(out.detach(), torch.tensor([[inf, 2.0]]))
+    out.backward(torch.tensor([[10.0, 100.0]]))
+    assert torch.equal(w.grad, torch.tensor([[0.0, 0.0], [10.0, 100.0], [0.0, 0.0]]))
+
+
+def test_torch_max_bag_ties_padding_and_empty_bags_match_F_embedding_bag():
+    """Ties: the first entry wins (also its gradient); padding entries take no part; empty bags and
+    bags of only padding give zeros and send nothing back."""
+    w = torch.tensor([[1.0, 5.0], [1.0, 5.0], [0.0, 7.0], [9.0, 9.0]])
+    idx = torch.tensor([1, 0, 2, 3, 3, 0, 3, 1])
+    offsets = torch.tensor([0, 3, 3, 5, 6])  # bag 1 empty, bag 2 only padding
+    ours, theirs, w_ours, w_theirs = _both(idx, w, offsets, mode="max", padding_idx=3)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(ours[[1, 2]], torch.zeros(2, 2))
+    g = torch.arange(10.0).reshape(5, 2) + 1
+    ours.backward(g)
+    theirs.backward(g)
+    assert torch.equal(w_ours.grad, w_theirs.grad)
+    # bag 0 is rows [1, 0, 2]: rows 1 and 0 tie in column 0, and row 1 comes first
+    assert w_ours.grad[1, 0] == g[0, 0] + g[4, 0] and w_ours.grad[0, 0] == g[3, 0]
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_torch_bags_equal_F_embedding_bag_bitwise_on_the_cpu(mode):
+    """Same kernels, same bits: forward, weight gradient, and per-sample weights' gradient."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(50, 7, generator=gen)
+    idx = torch.randint(0, 50, (200,), generator=gen)
+    offsets = torch.tensor([0, 0, 10, 10, 60, 199])
+    psw = torch.randn(200, generator=gen) if mode == "sum" else None
+    for pad, include_last in ((None, False), (7, False), (7, True)):
+        off = torch.cat([offsets, torch.tensor([200])]) if include_last else offsets
+        kw = dict(mode=mode, padding_idx=pad, include_last_offset=include_last)
+        p_ours = p_theirs = None
+        if psw is not None:
+            p_ours, p_theirs = psw.clone().requires_grad_(), psw.clone().requires_grad_()
+        mine, ref = w.clone().requires_grad_(), w.clone().requires_grad_()
+        ours = TORCH.el.embedding_bag(idx, mine, off, per_sample_weights=p_ours, **kw)
+        theirs = F.embedding_bag(idx, ref, off, per_sample_weights=p_theirs, **kw)
+        assert torch.equal(ours, theirs)
+        g = torch.randn(ours.shape, generator=gen)
+        ours.backward(g)
+        theirs.backward(g)
+        assert torch.equal(mine.grad, ref.grad)
+        if psw is not None:
+            assert torch.equal(p_ours.grad, p_theirs.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_torch_bags_of_half_precision_tables(dtype):
+    w = torch.randn(20, 4).to(dtype)
+    idx, offsets = torch.tensor([3, 19, 0, 3, 7]), torch.tensor([0, 2, 2])
+    for mode in ("sum", "mean", "max"):
+        ours, theirs, w_ours, w_theirs = _both(idx, w, offsets, mode=mode, padding_idx=0)
+        assert ours.dtype == dtype and torch.equal(ours, theirs)
+        ours.sum().backward()
+        theirs.sum().backward()
+        assert torch.equal(w_ours.grad, w_theirs.grad)
+
+
+def test_torch_bag_per_sample_weights_of_another_float_type():
+    """float64 per-sample weights on a float32 table (F.embedding_bag refuses the mix): they are
+    used as float32, and their gradient comes back as float64."""
+    w = torch.randn(6, 3, requires_grad=True)
+    psw = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    out = TORCH.el.embedding_bag(torch.tensor([0, 1, 5, 1]), w, torch.tensor([0, 3]), mode="sum",
+                                 per_sample_weights=psw)
+    assert out.dtype == torch.float32
+    ref = F.embedding_bag(torch.tensor([0, 1, 5, 1]), w.detach(), torch.tensor([0, 3]), mode="sum",
+                          per_sample_weights=psw.detach().float())
+    assert torch.equal(out.detach(), ref)
+    out.sum().backward()
+    assert psw.grad.dtype == torch.float64 and w.grad is not None
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_torch_bag_forward_without_autograd_equals_with(mode):
+    """Without a gradient to compute, the bags skip autograd (PyTorch's forward-only kernel)."""
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(30, 5, generator=gen)
+    w[4, 2] = float("nan")
+    idx, offsets = torch.randint(0, 30, (40,), generator=gen), torch.tensor([0, 5, 5, 33])
+    idx[7] = 4
+    with_grad = TORCH.el.embedding_bag(idx, w.clone().requires_grad_(), offsets, mode=mode, padding_idx=3)
+    plain = TORCH.el.embedding_bag(idx, w, offsets, mode=mode, padding_idx=3)
+    assert plain.grad_fn is None and with_grad.grad_fn is not None
+    torch.testing.assert_close(plain, with_grad.detach(), rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_torch_bag_gradients_of_gradients(mode):
+    """Double backward, as every bag supported before it ran on PyTorch's kernels (whose own
+    backward has no derivative): second derivatives w.r.t. the weight and the per-sample weights."""
+    gen = torch.Generator().manual_seed(2)
+    idx, offsets = torch.tensor([0, 2, 1, 2, 3, 1, 4]), torch.tensor([0, 2, 2, 5])
+    w = torch.randn(5, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    for pad in (None, 1):
+        assert torch.autograd.gradgradcheck(
+            lambda x: TORCH.el.embedding_bag(idx, x, offsets, mode=mode, padding_idx=pad), (w,))
+    if mode == "sum":
+        psw = torch.randn(7, dtype=torch.float64, generator=gen, requires_grad=True)
+        for pad in (None, 1):
+            assert torch.autograd.gradgradcheck(
+                lambda x, p: TORCH.el.embedding_bag(idx, x, offsets, mode="sum", per_sample_weights=p,
+                                                    padding_idx=pad), (w, psw))
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_torch_bag_weight_may_change_in_place_before_the_backward(mode):
+    """As with F.embedding_bag, the backward does not need the weight (without per-sample weights to
+    differentiate), so a max_norm renormalisation or an update between forward and backward is fine."""
+    w = torch.randn(6, 2, requires_grad=True)
+    out = TORCH.el.embedding_bag(torch.tensor([0, 1, 2, 3]), w, torch.tensor([0, 2]), mode=mode)
+    with torch.no_grad():
+        w.mul_(2)
+    out.sum().backward()
+    assert w.grad is not None
+
+
+@given(case=bag_cases())
+def test_torch_operations_path_equals_pytorchs_kernels(case):
+    """The plain-torch path (CUDA without Triton, float types PyTorch's kernels lack, D = 0) gives the
+    results of the CPU path, forward and gradients, from the same checked arguments."""
+    from embedlib.torch import bag
+
+    offsets = None if case.offsets is None else torch.from_numpy(case.offsets)
+    results = []
+    for path in ("kernels", "torch operations"):
+        w = torch.from_numpy(case.weight.copy()).requires_grad_()
+        psw = None if case.per_sample_weights is None else torch.from_numpy(
+            case.per_sample_weights.copy()).requires_grad_()
+        c = bag.check(torch.from_numpy(case.indices), w.shape[0], offsets, mode=case.mode, per_sample_weights=psw,
+                      padding_idx=case.padding_idx, include_last_offset=case.include_last_offset)
+        out = bag.run(c, w, case.mode) if path == "kernels" else bag.composite(c.flat, c.bounds, w, c.psw, c.pad,
+                                                                              case.mode)
+        out.backward(torch.ones_like(out))
+        results.append([out.detach(), w.grad] + ([] if psw is None else [psw.grad]))
+    for mine, theirs in zip(*results):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), **tol(case.weight.dtype))
+
+
+@given(case=bag_cases(modes=("max",)), data=st.data())
+def test_torch_max_bags_with_nans_infinities_and_ties_keep_embedlibs_semantics(case, data):
+    """Tables full of ties, NaNs and infinities: the CPU path (PyTorch's max, its NaN bags redone)
+    gives the values and the gradient of the plain-torch path and of NumPy."""
+    from embedlib.torch import bag
+
+    special = st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1.0, -1.0])
+    w_np = data.draw(hnp.arrays(case.weight.dtype, case.weight.shape, elements=special))
+    offsets = None if case.offsets is None else torch.from_numpy(case.offsets)
+    kw = dict(mode="max", padding_idx=case.padding_idx, include_last_offset=case.include_last_offset)
+    w = torch.from_numpy(w_np.copy()).requires_grad_()
+    out = TORCH.el.embedding_bag(torch.from_numpy(case.indices), w, offsets, **kw)
+    c = bag.check(torch.from_numpy(case.indices), w.shape[0], offsets, **kw)
+    w_ref = torch.from_numpy(w_np.copy()).requires_grad_()
+    ref = bag.composite(c.flat, c.bounds, w_ref, None, c.pad, "max")
+    np.testing.assert_array_equal(out.detach().numpy(), ref.detach().numpy())  # NaNs in the same places
+    np.testing.assert_array_equal(out.detach().numpy(), NUMPY.el.embedding_bag(case.indices, w_np, case.offsets,
+                                                                               **kw))
+    g = torch.from_numpy(np.random.default_rng(0).standard_normal(tuple(out.shape)).astype(w_np.dtype))
+    out.backward(g)
+    ref.backward(g)
+    np.testing.assert_array_equal(w.grad.numpy(), w_ref.grad.numpy())
+
+
+def _strided(t: torch.Tensor) -> torch.Tensor:
+    """The same values, every other element of a larger tensor (not contiguous)."""
+    out = t.new_zeros(t.shape + (2,))
+    out[..., 1] = t
+    return out[..., 1].detach()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_torch_bags_do_not_depend_on_how_their_arguments_are_laid_out(mode, dtype):
+    """PyTorch's kernels read indices, offsets and per-sample weights as contiguous memory, and round
+    differently when a table's columns are strided: strided arguments give the same bits as
+    contiguous ones, forward and gradients (and those of F.embedding_bag on contiguous ones)."""
+    gen = torch.Generator().manual_seed(3)
+    w = (torch.randn(10, 5, generator=gen) * 10).to(dtype)
+    idx, offsets = torch.randint(0, 10, (6,), generator=gen), torch.tensor([0, 0, 3])
+    psw = torch.rand(6, generator=gen).to(dtype) if mode == "sum" else None
+    for args in ((idx, offsets), (idx.reshape(2, 3), None)):
+        p = None if psw is None else psw.reshape(args[0].shape)
+        results = []
+        for layout in (torch.clone, _strided):
+            table = layout(w).requires_grad_()
+            weights = None if p is None else layout(p).requires_grad_()
+            out = TORCH.el.embedding_bag(layout(args[0]), table, None if args[1] is None else layout(args[1]),
+                                         mode=mode, per_sample_weights=weights)
+            out.backward(torch.ones_like(out))
+            results.append([out.detach(), table.grad] + ([] if p is None else [weights.grad]))
+        for contiguous, strided in zip(*results):
+            assert torch.equal(contiguous, strided)
+        if dtype == torch.float32:
+            assert torch.equal(results[0][0], F.embedding_bag(args[0], w, args[1], mode=mode, per_sample_weights=p))

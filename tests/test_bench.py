@@ -43,6 +43,12 @@ def test_cli_writes_valid_json_with_environment_results_and_targets(small_run):
                 ("backward", "PyTorch backward"), ("backward", "embedlib.torch backward"),
                 ("backward", "embedlib.torch backward (deterministic)"), ("bags", "F.embedding_bag (sum)"),
                 ("bags", "embedlib.torch.embedding_bag (sum)")}
+    # on the CPU, every embedlib.torch operation against PyTorch's own, forward and forward+backward
+    expected |= {("backward", f"{who} forward+backward") for who in (
+        "F.embedding", "embedlib.torch.lookup", "nn.Embedding", "embedlib.torch.Embedding")}
+    expected |= {("bags", f"{who} ({mode}){what}") for who in ("F.embedding_bag", "embedlib.torch.embedding_bag")
+                 for mode in ("sum", "mean", "max") for what in ("", " forward+backward")}
+    expected |= {("bags", "nn.EmbeddingBag forward+backward"), ("bags", "embedlib.torch.EmbeddingBag forward+backward")}
     assert expected <= names, expected - names
     for r in data["results"]:
         if "seconds" in r:
@@ -60,6 +66,35 @@ def test_cpu_targets_are_ratios_of_this_runs_timings(small_run):
     t = by_id["cpu-lookup-vs-fancy"]
     assert t["ratio"] == pytest.approx(seconds["W[idx]"] / seconds["embedlib.numpy.lookup"])
     assert t["passed"] == (t["ratio"] >= 1.5) and t["needed"] == 1.5
+
+
+def test_cpu_torch_targets_compare_every_operation_with_pytorchs_in_this_run(small_run):
+    """One target per pair, each PyTorch's time over embedlib.torch's (embedlib's share of PyTorch's
+    speed), needing 0.8; the table prints every ratio."""
+    _, data, printed = small_run
+    by_id = {t["id"]: t for t in data["targets"]}
+    seconds = {(r["suite"], r["name"]): r["seconds"] for r in data["results"] if "seconds" in r}
+    for tid, suite, theirs, mine, what in rep.CPU_TORCH_PAIRS:
+        t = by_id[tid]
+        assert t["needed"] == 0.8 and t["slow"] == theirs and t["fast"] == mine
+        assert t["ratio"] == pytest.approx(seconds[(suite, theirs)] / seconds[(suite, mine)])
+        assert t["passed"] == (t["ratio"] >= 0.8)
+        assert any(line.startswith(t["description"]) and f" {t['ratio']:.2f} " in line
+                   for line in printed.splitlines()), t["description"]
+    assert len({tid for tid, *_ in rep.CPU_TORCH_PAIRS}) == 11
+
+
+def test_cpu_torch_targets_arithmetic_and_only_what_was_measured():
+    def rec(suite, name, seconds, device="cpu"):
+        return dict(suite=suite, name=name, device=device, params=dict(V=10, D=4), seconds=seconds)
+    results = [rec("forward", "F.embedding", 1.0), rec("forward", "embedlib.torch.lookup", 1.25),
+               rec("bags", "F.embedding_bag (max)", 2.0), rec("bags", "embedlib.torch.embedding_bag (max)", 4.0),
+               rec("bags", "embedlib.torch.embedding_bag (sum)", 1.0, device="cuda:0")]  # not a CPU target
+    by_id = {t["id"]: t for t in rep.targets(results)}
+    assert {i for i in by_id if i.startswith("cpu-")} == {"cpu-torch-lookup", "cpu-torch-bag-max"}
+    assert by_id["cpu-torch-lookup"]["ratio"] == pytest.approx(0.8) and by_id["cpu-torch-lookup"]["passed"]
+    assert by_id["cpu-torch-bag-max"]["ratio"] == pytest.approx(0.5) and by_id["cpu-torch-bag-max"]["passed"] is False
+    assert "0.8x PyTorch's speed on the CPU" in by_id["cpu-torch-bag-max"]["description"]
 
 
 def test_table_shows_times_targets_and_verdicts(small_run):

@@ -206,3 +206,33 @@ def test_lookup_backward_gradcheck_wrt_grad_output(data, v, d):
     g = torch.tensor(np.random.default_rng(4).standard_normal(idx_np.shape + (d,)), requires_grad=True)
     idx = torch.from_numpy(idx_np)
     assert torch.autograd.gradcheck(lambda x: TORCH.el.lookup_backward(idx, x, v, padding_idx=pad), (g,))
+
+
+def test_torch_lookup_gradient_on_the_cpu_is_pytorchs_bit_for_bit():
+    """On the CPU the backward runs PyTorch's own embedding backward (what F.embedding's autograd
+    runs), in the order of the indices: the same bits as F.embedding and as an index_add. The
+    autograd node keeps embedlib's name (chapter 5 shows it)."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(40, 6, generator=gen)
+    idx = torch.randint(0, 40, (5, 30), generator=gen)
+    g = torch.randn(5, 30, 6, generator=gen) * 1e3
+    for pad in (None, 3):
+        mine, ref = w.clone().requires_grad_(), w.clone().requires_grad_()
+        out = TORCH.el.lookup(idx, mine, padding_idx=pad)
+        assert type(out.grad_fn).__name__ == "_LookupBackward"
+        out.backward(g)
+        F.embedding(idx, ref, padding_idx=pad).backward(g)
+        assert torch.equal(mine.grad, ref.grad)
+        added = torch.zeros(40, 6).index_add_(0, idx.reshape(-1), g.reshape(-1, 6))
+        if pad is not None:
+            added[pad] = 0
+        for deterministic in (True, False):
+            grad = TORCH.el.lookup_backward(idx, g, 40, padding_idx=pad, deterministic=deterministic)
+            assert torch.equal(grad, added)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_torch_lookup_backward_takes_narrow_index_types(dtype):
+    g = torch.arange(8.0).reshape(4, 2)
+    grad = TORCH.el.lookup_backward(torch.tensor([2, 0, 2, 1], dtype=dtype), g, 3)
+    assert torch.equal(grad, torch.tensor([[2.0, 3.0], [6.0, 7.0], [4.0, 6.0]]))  # row 2: rows 0 and 2 of g

@@ -148,3 +148,91 @@ def test_version():
     from embedlib._version import __version__
 
     assert embedlib.__version__ == __version__
+
+
+# --------------------------------------------------------------------------------------------------
+# Imports only point down: operations (checks, plans) above their kernels
+# --------------------------------------------------------------------------------------------------
+#: embedlib.torch's modules from the bottom up: each may import only modules listed before it
+#: (and anything outside embedlib.torch). The kernels know nothing of the operations that call them.
+TORCH_LAYERS = [
+    ("embedlib.torch._tensors",),
+    ("embedlib.torch._triton",),  # the package and every module under it
+    ("embedlib.torch.lookup", "embedlib.torch.renorm"),
+    ("embedlib.torch.bag",),
+    ("embedlib.torch.layers",),
+]
+
+
+def _imported_modules(path, module: str) -> set[str]:
+    """Every module that the file imports, anywhere in it (function bodies too), relative imports
+    resolved; ``from package import name`` counts as importing ``package.name`` too."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[:len(parts) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _torch_modules():
+    root = ROOT / "embedlib" / "torch"
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        yield path, module
+
+
+def _layer(module: str):
+    for rank, names in enumerate(TORCH_LAYERS):
+        if any(module == name or module.startswith(name + ".") for name in names):
+            return rank
+    return None
+
+
+def test_the_import_direction_helper_sees_every_kind_of_import(tmp_path):
+    path = tmp_path / "__init__.py"
+    path.write_text("import embedlib.torch.bag\nfrom embedlib.torch import lookup\n"
+                    "def f():\n    from .. import layers\n    from ..bag import check\n")
+    found = _imported_modules(path, "embedlib.torch._triton")
+    assert {"embedlib.torch.bag", "embedlib.torch.lookup", "embedlib.torch.layers",
+            "embedlib.torch.bag.check"} <= found
+
+
+def test_triton_kernels_never_import_the_operations_that_call_them():
+    """``embedlib.torch._triton`` takes checked arguments and imports nothing from the operations
+    (bag, lookup, layers) or the package that gathers them: no import circle."""
+    modules = [(p, m) for p, m in _torch_modules() if m.startswith("embedlib.torch._triton")]
+    assert len(modules) >= 3
+    for path, module in modules:
+        found = _imported_modules(path, module)
+        upward = {m for m in found if m in ("embedlib", "embedlib.torch")
+                  or (m.startswith("embedlib.torch.") and not m.startswith("embedlib.torch._triton"))}
+        assert not upward, f"{module} imports {sorted(upward)}"
+
+
+def test_embedlib_torch_imports_only_point_down():
+    """Each module of the ladder imports only modules below it (lookup and renorm are one rung)."""
+    checked = 0
+    for path, module in _torch_modules():
+        rank = _layer(module)
+        if rank is None:
+            continue
+        checked += 1
+        for imported in _imported_modules(path, module):
+            other = _layer(imported)
+            same_package = rank == other and module.startswith("embedlib.torch._triton")
+            assert other is None or other < rank or same_package or imported == module, \
+                f"{module} imports {imported}, which is not below it"
+    assert checked >= 7

@@ -83,6 +83,7 @@ def targets(results: list) -> list:
                           "embedlib.numpy.lookup_backward at least 2x faster than np.add.at (2-D)", 2.0,
                           _find(results, "backward", "np.add.at"),
                           _find(results, "backward", "embedlib.numpy.lookup_backward")))
+    out += _cpu_torch_targets(results)
     gpu = [r for r in results if r.get("device", "").startswith("cuda") and "seconds" in r]
     for d in sorted({r["params"]["D"] for r in gpu if r["suite"] == "forward"}):
         copy = _find(gpu, "forward", "device-to-device copy", D=d)
@@ -115,6 +116,40 @@ def targets(results: list) -> list:
         if mine is not None:
             out.append(_ratio(f"gpu-bag-{mode}", f"embedlib.torch.embedding_bag ({mode}) at least as fast as "
                               "F.embedding_bag", 1.0, _find(gpu, "bags", f"F.embedding_bag ({mode})"), mine))
+    return out
+
+
+#: (target id, suite, PyTorch's candidate, embedlib.torch's candidate, what is compared): on the CPU,
+#: every embedlib.torch operation at least 0.8x PyTorch's own speed
+CPU_TORCH_PAIRS = [
+    ("cpu-torch-lookup", "forward", "F.embedding", "embedlib.torch.lookup", "lookup forward"),
+    ("cpu-torch-lookup-backward", "backward", "PyTorch backward", "embedlib.torch backward", "lookup backward"),
+    ("cpu-torch-lookup-forward-backward", "backward", "F.embedding forward+backward",
+     "embedlib.torch.lookup forward+backward", "lookup forward+backward"),
+    ("cpu-torch-embedding-layer", "backward", "nn.Embedding forward+backward",
+     "embedlib.torch.Embedding forward+backward", "Embedding layer forward+backward"),
+    *[pair for mode in ("sum", "mean", "max") for pair in (
+        (f"cpu-torch-bag-{mode}", "bags", f"F.embedding_bag ({mode})", f"embedlib.torch.embedding_bag ({mode})",
+         f"embedding_bag {mode} forward"),
+        (f"cpu-torch-bag-{mode}-forward-backward", "bags", f"F.embedding_bag ({mode}) forward+backward",
+         f"embedlib.torch.embedding_bag ({mode}) forward+backward", f"embedding_bag {mode} forward+backward"))],
+    ("cpu-torch-embedding-bag-layer", "bags", "nn.EmbeddingBag forward+backward",
+     "embedlib.torch.EmbeddingBag forward+backward", "EmbeddingBag layer forward+backward"),
+]
+#: the share of PyTorch's speed each of them must reach
+CPU_TORCH_NEEDED = 0.8
+
+
+def _cpu_torch_targets(results: list) -> list:
+    """embedlib.torch against PyTorch on the CPU, where both run PyTorch's CPU kernels: the ratio is
+    PyTorch's time over embedlib's (embedlib's speed as a share of PyTorch's), for the pairs measured."""
+    cpu = [r for r in results if r.get("device") == "cpu" and "seconds" in r]
+    out = []
+    for tid, suite, theirs, mine, what in CPU_TORCH_PAIRS:
+        r = _find(cpu, suite, mine)
+        if r is not None:
+            out.append(_ratio(tid, f"embedlib.torch {what} at least {CPU_TORCH_NEEDED:g}x PyTorch's speed on the CPU",
+                              CPU_TORCH_NEEDED, _find(cpu, suite, theirs), r))
     return out
 
 

@@ -183,7 +183,8 @@ def numpy_lookups(cfg, log=print):
 # --------------------------------------------------------------------------------------------------
 def torch_lookups(cfg, device="cpu", log=print, gpu_extras=None, forward=True, backward=True, sink=None):
     """Forward and backward in torch: F.embedding and its autograd backward against embedlib.torch
-    (on CUDA: the Triton kernels, atomic and deterministic backward, the kernel alone without the
+    (on the CPU also forward and backward together, the functions and the layers against PyTorch's;
+    on CUDA: the Triton kernels, atomic and deterministic backward, the kernel alone without the
     range check, and a device-to-device copy of the same bytes). ``gpu_extras`` (default: on CUDA)
     adds the copy and the bitwise check elsewhere too, so the tests can run that code on a CPU.
     ``sink``, if given, receives the records of each D as soon as they are measured."""
@@ -202,6 +203,8 @@ def torch_lookups(cfg, device="cpu", log=print, gpu_extras=None, forward=True, b
         records = _torch_forward(cfg, device, extras, idx, w, params) if forward else []
         if backward:
             records += _torch_backward(cfg, device, extras, idx, w, params, gen)
+            if not _cuda(device):
+                records += _torch_train(cfg, device, idx, w, params, gen)
         out += records
         if sink is not None:
             sink(records)
@@ -260,9 +263,35 @@ def _torch_backward(cfg, device, extras, idx, w, params, gen):
     return out
 
 
+def _torch_train(cfg, device, idx, w, params, gen):
+    """Forward and backward together, as a training step runs them: the lookup function and the
+    Embedding layer, each against PyTorch's own (F.embedding, nn.Embedding). Each call returns the
+    dense (V, D) gradient of the table."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from embedlib import torch as el
+    g = torch.randn(idx.numel(), w.shape[1], generator=gen).to(device)
+    ref = nn.Embedding.from_pretrained(w.clone(), freeze=False)
+    mine = el.Embedding.from_weight(w)
+
+    def step(forward, table):
+        return lambda: torch.autograd.grad(forward(idx, table), table, g)
+    cands = {
+        "F.embedding forward+backward": step(F.embedding, ref.weight),
+        "embedlib.torch.lookup forward+backward": step(el.lookup, mine.weight),
+        "nn.Embedding forward+backward": lambda: torch.autograd.grad(ref(idx), ref.weight, g),
+        "embedlib.torch.Embedding forward+backward": lambda: torch.autograd.grad(mine(idx), mine.weight, g),
+    }
+    t = _time(cands, cfg, device, 15.0)
+    return [_record("backward", name, device, params, t[name]) for name in cands]
+
+
 # --------------------------------------------------------------------------------------------------
 def bags(cfg, device="cpu", log=print):
-    """F.embedding_bag against embedlib's bags (sum and mean; forward, and forward + backward)."""
+    """F.embedding_bag against embedlib's bags (sum and mean, and max on the CPU; forward, and forward
+    + backward); on the CPU also the EmbeddingBag layer against nn.EmbeddingBag (forward + backward)."""
     import torch
     import torch.nn.functional as F
 
@@ -276,7 +305,7 @@ def bags(cfg, device="cpu", log=print):
     params = dict(V=v, D=d, bags=n_bags, bag_size=size)
     moved = idx.numel() * 8 + offsets.numel() * 8 + idx.numel() * d * 4 + n_bags * d * 4
     out = []
-    for mode in ("sum", "mean"):
+    for mode in ("sum", "mean") if _cuda(device) else ("sum", "mean", "max"):
         cands = {
             f"F.embedding_bag ({mode})": lambda: F.embedding_bag(idx, w, offsets, mode=mode),
             f"embedlib.torch.embedding_bag ({mode})": lambda: el.embedding_bag(idx, w, offsets, mode=mode),
@@ -299,6 +328,19 @@ def bags(cfg, device="cpu", log=print):
         t = _time(train, cfg, device, 8.0)
         out += [_record("bags", name, device, dict(params, mode=mode), t[name]) for name in train]
         log(f"  bags, mode={mode}: done")
+    if not _cuda(device):
+        from torch import nn
+        g = torch.randn(n_bags, d, generator=gen).to(device)
+        ref = nn.EmbeddingBag.from_pretrained(w.clone(), freeze=False, mode="mean")
+        mine = el.EmbeddingBag.from_weight(w, mode="mean")
+        layers = {
+            "nn.EmbeddingBag forward+backward": lambda: torch.autograd.grad(ref(idx, offsets), ref.weight, g),
+            "embedlib.torch.EmbeddingBag forward+backward":
+                lambda: torch.autograd.grad(mine(idx, offsets), mine.weight, g),
+        }
+        t = _time(layers, cfg, device, 8.0)
+        out += [_record("bags", name, device, dict(params, mode="mean"), t[name]) for name in layers]
+        log("  bag layers: done")
     return out
 
 

@@ -1,26 +1,29 @@
-"""Embedding bags in torch: sum, mean or max of the rows in each bag, differentiable (chapters 5, 8)."""
+"""Embedding bags in torch: sum, mean or max of the rows in each bag, differentiable (chapters 5, 8).
+
+Every argument is checked here first (:func:`check`); then the bags run on one of three paths, all
+with the same results: the Triton kernels of chapter 9 on CUDA (:mod:`embedlib.torch._triton`),
+PyTorch's own ``embedding_bag`` kernels on the CPU, and plain torch operations elsewhere (a CUDA
+table without Triton, a float type PyTorch's kernels lack, and gradients of gradients).
+"""
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from embedlib import _checks
 from embedlib.torch import _tensors, _triton
-from embedlib.torch.lookup import gather
+from embedlib.torch.lookup import gather, scatter_add
 
-
-class BagPlan(NamedTuple):
-    rows: torch.Tensor  # (n,) weight row of each kept entry (padding removed)
-    bag: torch.Tensor  # (n,) bag of each kept entry, non-decreasing
-    scale: torch.Tensor | None  # (n,) per-sample weight of each kept entry (keeps its autograd graph)
-    counts: torch.Tensor | None  # (num_bags,) entries per bag, for "mean"
-    num_bags: int
-    mode: str
+#: PyTorch's numbering of the modes, in its embedding_bag kernels
+MODES = {"sum": 0, "mean": 1, "max": 2}
+#: The float types that PyTorch's CPU embedding_bag kernels take
+NATIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 class CheckedBag(NamedTuple):
-    """A bag's arguments after every check: what both the torch-ops path and the kernels start from."""
+    """A bag's arguments after every check: what every path starts from."""
 
     flat: torch.Tensor  # (n,) the indices, flattened, range-checked
     bounds: torch.Tensor  # (num_bags + 1,) int64: bag b is flat[bounds[b]:bounds[b + 1]]
@@ -43,7 +46,6 @@ def check(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weig
     n = flat.numel()
     if flat.dtype == torch.uint64:  # only with a value >= 2**63 (see _tensors.indices): named there
         _tensors.in_range(flat, num_embeddings)
-    summary = list(torch.aminmax(flat)) if n else []  # fetched from the device together, below
     off = None
     if idx.dim() == 2:
         bounds = torch.arange(idx.shape[0] + 1, device=idx.device) * idx.shape[1]
@@ -52,10 +54,7 @@ def check(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weig
         if off.dim() != 1:
             raise ValueError(f"offsets must be 1-D, got shape {tuple(off.shape)}")
         off = off.long()
-        if off.numel():
-            down = (off[1:] < off[:-1]).any() if off.numel() > 1 else off.new_zeros((), dtype=torch.bool)
-            summary += [off[0], off[-1], down]
-    values = torch.stack([v.long() for v in summary]).tolist() if summary else []
+    values = _summary(flat, off)
     if off is not None:
         first = last = decrease = None
         if off.numel():
@@ -73,46 +72,203 @@ def check(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weig
     return CheckedBag(flat, bounds.long(), None if psw is None else psw.reshape(-1), pad)
 
 
-def plan(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
-         include_last_offset=False, device=None) -> BagPlan:
-    """Check every argument of a bag and lay the bags out as flat ``(row, bag, scale)`` entries."""
-    c = check(indices, num_embeddings, offsets, mode=mode, per_sample_weights=per_sample_weights,
-              padding_idx=padding_idx, include_last_offset=include_last_offset, device=device)
-    rows, scale, num_bags = c.flat.long(), c.psw, c.bounds.numel() - 1
-    bag = torch.repeat_interleave(torch.arange(num_bags, device=rows.device), torch.diff(c.bounds),
-                                  output_size=rows.numel())
-    if c.pad is not None:
-        keep = rows != c.pad
+def _summary(flat: torch.Tensor, off: torch.Tensor | None) -> list:
+    """What the checks need, as Python ints: the indices' smallest and largest (if there are any),
+    then the offsets' first, last and whether they ever decrease (if there are any). On CUDA in one
+    host sync; on the CPU through NumPy (see :func:`embedlib.torch._tensors.min_max`)."""
+    if flat.device.type == "cpu":
+        values = list(_tensors.min_max(flat)) if flat.numel() else []
+        if off is not None and off.numel():
+            o = off.numpy()
+            values += [int(o[0]), int(o[-1]), int((o[1:] < o[:-1]).any())]
+        return values
+    summary = list(torch.aminmax(flat)) if flat.numel() else []
+    if off is not None and off.numel():
+        down = (off[1:] < off[:-1]).any() if off.numel() > 1 else off.new_zeros((), dtype=torch.bool)
+        summary += [off[0], off[-1], down]
+    return torch.stack([v.long() for v in summary]).tolist() if summary else []
+
+
+def run(c: CheckedBag, w: torch.Tensor, mode: str) -> torch.Tensor:
+    """The bags of arguments that :func:`check` has passed, on the path that suits ``w``."""
+    if _triton.enabled(w):  # CUDA with Triton: the bag kernels of chapter 9
+        return _triton.embedding_bag(c.flat, w, c.bounds, c.psw, c.pad, mode)
+    psw = None if c.psw is None else c.psw.to(w.dtype)  # differentiable: its gradient comes back in its type
+    if w.device.type == "cpu" and w.dtype in NATIVE_DTYPES and w.shape[1]:  # (they fail when D = 0)
+        # one index type, as F.embedding_bag makes it; contiguous, as the kernels read them
+        flat, bounds = c.flat.long().contiguous(), c.bounds.contiguous()
+        psw = None if psw is None else psw.contiguous()
+        if w.stride(1) != 1:
+            # PyTorch's fast kernels need each row's columns adjacent in memory; its slow ones round
+            # differently (float16 and bfloat16 sums in their own type, weighted sums without a fused
+            # multiply-add). Copy such a (rare) table, so that its bags do not depend on its layout.
+            w = w.contiguous()
+        if torch.is_grad_enabled() and (w.requires_grad or (psw is not None and psw.requires_grad)):
+            return _NativeBag.apply(w, psw, flat, bounds, c.pad, mode)
+        return _native_forward(w, psw, flat, bounds, c.pad, mode, False)[0]
+    return composite(c.flat, c.bounds, w, psw, c.pad, mode)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain torch operations: gather the rows, then add them (or pick their maximum) bag by bag
+# --------------------------------------------------------------------------------------------------
+def _bag_of_entry(bounds: torch.Tensor, n: int) -> torch.Tensor:
+    """The bag of each of the ``n`` entries."""
+    return torch.repeat_interleave(torch.arange(bounds.numel() - 1, device=bounds.device), torch.diff(bounds),
+                                   output_size=n)
+
+
+def entries(flat, bounds, pad):
+    """``(rows, bag, keep)``: the row and bag of every entry that is not padding (``keep`` is None
+    without padding, else the mask of those entries)."""
+    rows, bag = flat.long(), _bag_of_entry(bounds, flat.numel())
+    keep = None
+    if pad is not None:
+        keep = rows != pad
         rows, bag = rows[keep], bag[keep]
-        scale = None if scale is None else scale[keep]
-    counts = torch.bincount(bag, minlength=num_bags) if mode == "mean" else None
-    return BagPlan(rows, bag, scale, counts, num_bags, mode)
+    return rows, bag, keep
 
 
-def forward(p: BagPlan, w: torch.Tensor) -> torch.Tensor:
-    """Bags of ``w`` laid out by plan ``p``, differentiable w.r.t. ``w`` and the per-sample weights."""
-    values = gather(p.rows, w)
-    dim = w.shape[1]
-    if p.mode == "max":
-        # The gradient of a max goes to the entry that won it (the first on ties, as torch does):
-        # find that entry per (bag, column), then gather it, so autograd routes the gradient there.
-        # A NaN in a bag wins its column (NaN propagates, as in torch.amax and np.maximum).
-        n = values.shape[0]
-        where = p.bag[:, None].expand(-1, dim)
-        detached = values.detach()
-        best = detached.new_zeros(p.num_bags, dim).scatter_reduce(0, where, detached, "amax", include_self=False)
-        position = torch.arange(n, device=w.device)[:, None].expand(-1, dim)
-        best_here = best[p.bag]
-        won = (detached == best_here) | (detached.isnan() & best_here.isnan())
-        position = torch.where(won, position, n)
-        winner = torch.full((p.num_bags, dim), n, device=w.device).scatter_reduce(0, where, position, "amin")
+def max_winners(values: torch.Tensor, bag: torch.Tensor, num_bags: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(best, winner)`` of detached ``values`` (entries, D) grouped by ``bag``: each bag's maximum
+    per column and the entry that won it, the first one on ties; ``len(values)`` for empty bags.
+    A NaN in a bag wins its column (NaN propagates, as in torch.amax and np.maximum)."""
+    n, dim = values.shape
+    where = bag[:, None].expand(-1, dim)
+    best = values.new_zeros(num_bags, dim).scatter_reduce(0, where, values, "amax", include_self=False)
+    position = torch.arange(n, device=values.device)[:, None].expand(-1, dim)
+    best_here = best[bag]
+    won = (values == best_here) | (values.isnan() & best_here.isnan())
+    position = torch.where(won, position, n)
+    winner = torch.full((num_bags, dim), n, device=values.device).scatter_reduce(0, where, position, "amin")
+    return best, winner
+
+
+def composite(flat, bounds, w, psw, pad, mode) -> torch.Tensor:
+    """Bags of checked arguments from differentiable torch operations (a gather, then an index_add,
+    or a gather of the winning entries for "max"), differentiable w.r.t. ``w`` and ``psw``."""
+    rows, bag, keep = entries(flat, bounds, pad)
+    num_bags, dim = bounds.numel() - 1, w.shape[1]
+    values = gather(rows, w)
+    if mode == "max":
+        # The gradient of a max goes to the entry that won it: gather that entry, so autograd routes it there.
+        _, winner = max_winners(values.detach(), bag, num_bags)
         return torch.cat([values, values.new_zeros(1, dim)]).gather(0, winner)  # empty bags pick the zero row
-    if p.scale is not None:
-        values = values * p.scale[:, None].to(values.dtype)
-    out = values.new_zeros(p.num_bags, dim).index_add(0, p.bag, values)
-    if p.mode == "mean":  # sum, then divide, as torch does
-        out = out / p.counts.clamp(min=1).to(out.dtype)[:, None]
+    if psw is not None:
+        values = values * (psw if keep is None else psw[keep])[:, None]
+    out = values.new_zeros(num_bags, dim).index_add(0, bag, values)
+    if mode == "mean":  # sum, then divide, as torch does
+        out = out / torch.bincount(bag, minlength=num_bags).clamp(min=1).to(out.dtype)[:, None]
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# PyTorch's own CPU kernels, with embedlib's max: a NaN wins its column wherever it is in the bag
+# --------------------------------------------------------------------------------------------------
+def _native_forward(w, psw, flat, bounds, pad, mode, for_backward):
+    """PyTorch's embedding_bag: ``(out, offset2bag, bag_size, winners)``, where ``winners`` is the
+    row that won each column of a max bag (the first on ties)."""
+    w, psw = w.detach(), None if psw is None else psw.detach()
+    op = torch.ops.aten._embedding_bag if for_backward else torch.ops.aten._embedding_bag_forward_only
+    out, offset2bag, bag_size, winners = op(w, flat, bounds, False, MODES[mode], False, psw, True,
+                                            -1 if pad is None else pad)
+    if mode == "max" and out.numel():
+        _nan_wins(w, flat, bounds, pad, out, winners)
+    return out, offset2bag, bag_size, winners
+
+
+def _nan_wins(w, flat, bounds, pad, out, winners) -> None:
+    """Where a NaN in a bag came after its first entry, PyTorch's max skipped it (a comparison with
+    NaN is false); embedlib's max lets it win. A column holding a NaN has a NaN sum, so the sums of
+    the bags (PyTorch's fast kernel, one more read of the rows) find the few bags to redo, in place."""
+    sums = torch.ops.aten._embedding_bag_forward_only(w, flat, bounds, False, MODES["sum"], False, None, True,
+                                                      -1 if pad is None else pad)[0]
+    if not _has_nan(sums):
+        return
+    bags = sums.isnan().any(1).nonzero().squeeze(1)  # also bags with +inf and -inf: redone exactly, like the others
+    starts, sizes = bounds[bags], bounds[bags + 1] - bounds[bags]
+    sub_bounds = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])  # the bags to redo, one after the other
+    positions = torch.arange(int(sub_bounds[-1])) + torch.repeat_interleave(starts - sub_bounds[:-1], sizes)
+    rows, bag, _ = entries(flat[positions], sub_bounds, pad)
+    best, winner = max_winners(w.index_select(0, rows), bag, bags.numel())
+    out[bags] = best
+    winners[bags] = torch.cat([rows, rows.new_zeros(1)])[winner]
+
+
+def _has_nan(t: torch.Tensor) -> bool:
+    """Whether the CPU tensor ``t`` holds a NaN: through NumPy, on the calling thread, for the types
+    NumPy has (see :func:`embedlib.torch._tensors.min_max` for why)."""
+    if t.dtype in (torch.float16, torch.float32, torch.float64):
+        return bool(np.isnan(t.numpy()).any())
+    return bool(t.isnan().any())
+
+
+class _NativeBag(torch.autograd.Function):
+    """PyTorch's embedding_bag kernels and their backward (what F.embedding_bag's autograd runs);
+    gradients of gradients come from differentiable torch operations instead."""
+
+    @staticmethod
+    def forward(ctx, weight, psw, flat, bounds, pad, mode):
+        out, offset2bag, bag_size, winners = _native_forward(weight, psw, flat, bounds, pad, mode, True)
+        # the weight only for the per-sample weights' gradient (as torch: then it must not change in place)
+        weight_if_needed = weight if psw is not None and psw.requires_grad else None
+        ctx.save_for_backward(weight_if_needed, psw, flat, bounds, offset2bag, bag_size, winners)
+        ctx.num_embeddings, ctx.pad, ctx.mode = weight.shape[0], pad, mode
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, psw, flat, bounds, offset2bag, bag_size, winners = ctx.saved_tensors
+        need_w, need_psw = ctx.needs_input_grad[:2]
+        mode, pad, num_embeddings = ctx.mode, ctx.pad, ctx.num_embeddings
+        grad = grad.contiguous()
+        if torch.is_grad_enabled():  # create_graph=True: gradients that can be differentiated again
+            return (*_differentiable_grads(grad, weight, psw, flat, bounds, bag_size, winners, num_embeddings,
+                                           pad, mode, need_w, need_psw), None, None, None, None)
+        if offset2bag.numel() != flat.numel():  # PyTorch's forward leaves it out when it needs no gradient
+            offset2bag = _bag_of_entry(bounds, flat.numel())
+        grad_w = grad_psw = None
+        pad_arg = -1 if pad is None else pad
+        if need_w and mode == "max":
+            grad_w = _max_grad(grad, winners, bag_size, num_embeddings)
+        elif need_w:
+            grad_w = torch.ops.aten._embedding_bag_dense_backward(grad, flat, offset2bag, bag_size, winners,
+                                                                   num_embeddings, False, MODES[mode], psw, pad_arg)
+        if need_psw:
+            grad_psw = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+                grad, weight.detach(), flat, bounds, offset2bag, MODES[mode], pad_arg)
+        return grad_w, grad_psw, None, None, None, None
+
+
+def _max_grad(grad, winners, bag_size, num_embeddings) -> torch.Tensor:
+    """Column d of bag b sends its gradient to the row that won it (none for a bag without entries):
+    a scatter of single numbers into the flattened (V * D) table. Differentiable w.r.t. ``grad``."""
+    dim = grad.shape[1]
+    won = bag_size > 0
+    target = (winners[won] * dim + torch.arange(dim, device=grad.device)).reshape(-1)
+    out = grad.new_zeros(num_embeddings * dim)
+    out.index_add_(0, target, grad[won].reshape(-1))  # in place: autograd records it all the same
+    return out.reshape(num_embeddings, dim)
+
+
+def _differentiable_grads(grad, weight, psw, flat, bounds, bag_size, winners, num_embeddings, pad, mode,
+                          need_w, need_psw):
+    """The same gradients as the backward above, from differentiable torch operations."""
+    if mode == "max":  # no per-sample weights with "max"
+        return _max_grad(grad, winners, bag_size, num_embeddings) if need_w else None, None
+    grad_w = grad_psw = None
+    rows, bag, keep = entries(flat, bounds, pad)
+    if need_w:
+        values = grad[bag]
+        if psw is not None:
+            values = values * (psw if keep is None else psw[keep])[:, None]
+        if mode == "mean":
+            values = values / bag_size.clamp(min=1)[bag, None].to(values.dtype)
+        grad_w = scatter_add(rows, values, num_embeddings)
+    if need_psw:
+        kept = (grad[bag] * gather(rows, weight)).sum(-1)
+        grad_psw = kept if keep is None else kept.new_zeros(flat.numel()).masked_scatter(keep, kept)
+    return grad_w, grad_psw
 
 
 def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
@@ -121,15 +277,13 @@ def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weig
 
     ``indices`` is 1-D with ``offsets`` or 2-D (one bag per row); ``mode`` is "sum", "mean" or "max";
     ``per_sample_weights`` scales entries (mode "sum" only); ``padding_idx`` entries are left out, also
-    from the mean's count; empty bags give zeros (also a 2-D input with no columns, where torch fails).
-    Every argument is checked before anything runs. Returns ``(num_bags, D)``. On CUDA with Triton
-    the bags run as the kernels of chapter 9; the gradient follows
-    ``torch.are_deterministic_algorithms_enabled()`` (atomic adds, or fixed-order sums).
+    from the mean's count; empty bags give zeros (also a 2-D input with no columns, where torch fails);
+    a max goes to the first entry on ties, and a NaN in a bag wins its column. Every argument is
+    checked before anything runs. Returns ``(num_bags, D)``. On CUDA with Triton the bags run as the
+    kernels of chapter 9, whose gradient follows ``torch.are_deterministic_algorithms_enabled()``
+    (atomic adds, or fixed-order sums); on the CPU as PyTorch's own embedding_bag kernels.
     """
     w = _tensors.weight(weight)
-    if _triton.enabled(w):  # CUDA with Triton: the bag kernels of chapter 9, same checks and results
-        return _triton.embedding_bag(indices, w, offsets, mode=mode, per_sample_weights=per_sample_weights,
-                                     padding_idx=padding_idx, include_last_offset=include_last_offset)
-    p = plan(indices, w.shape[0], offsets, mode=mode, per_sample_weights=per_sample_weights,
-             padding_idx=padding_idx, include_last_offset=include_last_offset, device=w.device)
-    return forward(p, w)
+    c = check(indices, w.shape[0], offsets, mode=mode, per_sample_weights=per_sample_weights,
+              padding_idx=padding_idx, include_last_offset=include_last_offset, device=w.device)
+    return run(c, w, mode)

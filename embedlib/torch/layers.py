@@ -84,10 +84,9 @@ class EmbeddingBag(_Table):
                          norm_type=norm_type, seed=seed, device=device, dtype=dtype)
 
     def forward(self, indices, offsets=None, per_sample_weights=None) -> torch.Tensor:
-        p = bag.plan(indices, self.num_embeddings, offsets, mode=self.mode, per_sample_weights=per_sample_weights,
-                     padding_idx=self.padding_idx, include_last_offset=self.include_last_offset,
-                     device=self.weight.device)
+        c = bag.check(indices, self.num_embeddings, offsets, mode=self.mode, per_sample_weights=per_sample_weights,
+                      padding_idx=self.padding_idx, include_last_offset=self.include_last_offset,
+                      device=self.weight.device)
         if self.max_norm is not None:  # torch renormalises every row the input names
-            unchecked_renorm_(self.weight, _tensors.indices(indices, self.weight.device), self.max_norm,
-                              self.norm_type)
-        return bag.forward(p, self.weight)
+            unchecked_renorm_(self.weight, c.flat, self.max_norm, self.norm_type)
+        return bag.run(c, self.weight, self.mode)

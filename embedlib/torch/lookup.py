@@ -29,19 +29,27 @@ def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, padd
     return _ScatterAdd.apply(idx, grad, num_embeddings, padding_idx, deterministic)
 
 
+def _index_vector(idx: torch.Tensor) -> torch.Tensor:
+    """Indices as one int32/int64 vector: the two index types PyTorch's kernels take."""
+    flat = idx.reshape(-1)
+    return flat if flat.dtype in (torch.int32, torch.int64) else flat.long()
+
+
 def _scatter_add(idx, grad, num_embeddings, padding_idx, deterministic):
     if _triton.enabled(grad):
         return _triton.scatter_add(idx, grad, num_embeddings, padding_idx, deterministic)
     dim = grad.shape[-1]
-    flat_idx, flat_grad = idx.reshape(-1).long(), grad.reshape(idx.numel(), dim)
-    if deterministic and grad.is_cuda:
-        # index_add uses atomics on CUDA; PyTorch's own embedding backward sorts instead.
+    flat_idx, flat_grad = _index_vector(idx), grad.reshape(idx.numel(), dim)
+    if grad.device.type == "cpu" or deterministic:
+        # PyTorch's own embedding backward (what F.embedding's autograd runs): on the CPU it adds the
+        # rows in the order of the indices, the same bits as index_add and as fast; on CUDA it sorts
+        # instead of using atomics, so the result is deterministic. The padding row gets nothing.
         return torch.ops.aten.embedding_dense_backward(flat_grad, flat_idx, num_embeddings,
                                                        -1 if padding_idx is None else padding_idx, False)
     out = torch.zeros(num_embeddings, dim, dtype=grad.dtype, device=grad.device)
-    out = out.index_add(0, flat_idx, flat_grad)
+    out.index_add_(0, flat_idx, flat_grad)  # atomics on CUDA
     if padding_idx is not None:
-        out = out.index_fill(0, torch.tensor([padding_idx], device=out.device), 0)
+        out[padding_idx] = 0
     return out
 
 
@@ -70,8 +78,7 @@ class _Lookup(torch.autograd.Function):
         ctx.num_embeddings, ctx.padding_idx, ctx.deterministic = weight.shape[0], padding_idx, deterministic
         if _triton.enabled(weight):
             return _triton.gather(idx, weight)
-        flat = weight.index_select(0, idx.reshape(-1).long())
-        return flat.reshape(*idx.shape, weight.shape[1])
+        return weight.index_select(0, _index_vector(idx)).reshape(*idx.shape, weight.shape[1])
 
     @staticmethod
     def backward(ctx, grad_output):

@@ -1,8 +1,10 @@
 """When ``embedlib.torch`` uses its Triton kernels, and the autograd glue around them (chapter 9).
 
 The kernels (:mod:`embedlib.torch._triton.kernels`) run when the weight is a CUDA tensor and
-``triton`` imports; everywhere else the torch backend uses plain torch operations, with the same
-results. Two switches, both read from the environment at each call:
+``triton`` imports; everywhere else the torch backend uses PyTorch's own operations, with the same
+results. The functions here take arguments that their callers (:mod:`embedlib.torch.lookup`,
+:mod:`embedlib.torch.bag`) have checked already, and import nothing from them: imports only point
+down, from the operations to their kernels. Two switches, both read from the environment at each call:
 
 * ``EMBEDLIB_TRITON=0`` turns the kernels off (the benchmark uses it to time the fallback);
 * ``TRITON_INTERPRET=1``, Triton's own debugging switch, makes the kernels run on CPU tensors too,
@@ -85,17 +87,17 @@ def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, padd
 # --------------------------------------------------------------------------------------------------
 # Bags
 # --------------------------------------------------------------------------------------------------
-def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
-                  include_last_offset=False):
-    """``embedlib.torch.embedding_bag`` through the bag kernels, after the same checks as the torch
-    path (:func:`embedlib.torch.bag.check`); the kernels read the bag bounds, not per-entry bag ids."""
-    from embedlib.torch.bag import check
-
-    c = check(indices, weight.shape[0], offsets, mode=mode, per_sample_weights=per_sample_weights,
-              padding_idx=padding_idx, include_last_offset=include_last_offset, device=weight.device)
-    flat_psw = None if c.psw is None else c.psw.contiguous()
-    return _Bag.apply(weight, flat_psw, flat_index(c.flat), c.bounds.contiguous(), -1 if c.pad is None else c.pad,
-                      mode, torch.are_deterministic_algorithms_enabled())
+def embedding_bag(flat: torch.Tensor, weight: torch.Tensor, bounds: torch.Tensor, psw: torch.Tensor | None,
+                  padding_idx: int | None, mode: str) -> torch.Tensor:
+    """``(num_bags, D)`` bags through the bag kernels, from arguments that the caller has checked
+    (:func:`embedlib.torch.bag.check`): the flattened indices, in range; the bag bounds (bag ``b`` is
+    ``flat[bounds[b]:bounds[b + 1]]``); flattened per-sample weights or None; ``padding_idx`` in
+    ``[0, V)`` or None; ``mode`` "sum", "mean" or "max". The kernels read the bounds, not per-entry
+    bag ids. The gradient follows ``torch.are_deterministic_algorithms_enabled()``."""
+    flat_psw = None if psw is None else psw.contiguous()
+    pad = -1 if padding_idx is None else padding_idx
+    return _Bag.apply(weight, flat_psw, flat_index(flat), bounds.contiguous(), pad, mode,
+                      torch.are_deterministic_algorithms_enabled())
 
 
 class _Bag(torch.autograd.Function):
