@@ -93,6 +93,15 @@ def same_shape(got: tuple, expected: tuple, name: str, because: str) -> None:
         raise ValueError(f"{name} must have shape {tuple(expected)} ({because}), got {tuple(got)}")
 
 
+def same_dtype(got: str, weight_dtype: str, name: str) -> None:
+    """``name`` must have the weight's float type, as torch requires (no silent cast either way)."""
+    if got != weight_dtype:
+        raise TypeError(
+            f"{name} must have the weight's dtype {weight_dtype}, got {got}; convert one of them "
+            f"(e.g. {name}.to(weight.dtype) or .astype(weight.dtype))"
+        )
+
+
 def padding_idx(padding_idx, num_embeddings: int):
     """Normalise ``padding_idx`` as torch does: ``None``, or an int in ``[-V, V)`` mapped to ``[0, V)``."""
     if padding_idx is None:
@@ -124,6 +133,12 @@ def bag_mode(mode: str, has_weights: bool) -> None:
             f"per_sample_weights is only supported with mode='sum', got mode={mode!r} "
             "(a weighted mean is a weighted sum with weights that add up to 1 in each bag)"
         )
+
+
+def bag_scale_grad_by_freq(mode: str, scale_grad_by_freq) -> None:
+    if scale_grad_by_freq and mode == "max":
+        raise ValueError("scale_grad_by_freq is not supported with mode='max' (as torch): a max sends each "
+                         "column's gradient to one row, whatever the row's frequency")
 
 
 def bag_layout(index_ndim: int, has_offsets: bool) -> None:

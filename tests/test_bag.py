@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from torch import nn
 
 from conftest import (NUMPY, TORCH, BagCase, bag_cases, ref_embedding_bag, ref_embedding_bag_grad, tol)
 
@@ -334,19 +335,53 @@ def test_torch_bags_of_half_precision_tables(dtype):
         assert torch.equal(w_ours.grad, w_theirs.grad)
 
 
-def test_torch_bag_per_sample_weights_of_another_float_type():
-    """float64 per-sample weights on a float32 table (F.embedding_bag refuses the mix): they are
-    used as float32, and their gradient comes back as float64."""
-    w = torch.randn(6, 3, requires_grad=True)
+@pytest.mark.parametrize("layer", [False, True], ids=["function", "layer"])
+def test_torch_bag_per_sample_weights_of_another_float_type(layer):
+    """float64 per-sample weights on a float32 table: refused, as F.embedding_bag refuses them (no
+    silent cast), with both dtypes named, before the layer's weight can change (max_norm)."""
+    w = torch.randn(6, 3) * 5
     psw = torch.rand(4, dtype=torch.float64, requires_grad=True)
-    out = TORCH.el.embedding_bag(torch.tensor([0, 1, 5, 1]), w, torch.tensor([0, 3]), mode="sum",
-                                 per_sample_weights=psw)
+    idx, offsets = torch.tensor([0, 1, 5, 1]), torch.tensor([0, 3])
+    with pytest.raises(RuntimeError):
+        F.embedding_bag(idx, w, offsets, mode="sum", per_sample_weights=psw)
+    match = "per_sample_weights must have the weight's dtype float32, got float64"
+    if layer:
+        bag = TORCH.el.EmbeddingBag.from_weight(w, mode="sum", max_norm=1.0)
+        before = bag.weight.detach().clone()
+        with pytest.raises(TypeError, match=match):
+            bag(idx, offsets, psw)
+        assert torch.equal(bag.weight.detach(), before)
+    else:
+        with pytest.raises(TypeError, match=match):
+            TORCH.el.embedding_bag(idx, w, offsets, mode="sum", per_sample_weights=psw)
+    # the same types pass, and a Python list (no float type of its own) is used in the weight's type
+    out = TORCH.el.embedding_bag(idx, w, offsets, mode="sum", per_sample_weights=psw.detach().float())
+    torch.testing.assert_close(out, F.embedding_bag(idx, w, offsets, mode="sum",
+                                                    per_sample_weights=psw.detach().float()))
+    out = TORCH.el.embedding_bag(idx, w, offsets, mode="sum", per_sample_weights=[0.5, 1.0, 2.0, 1.0])
     assert out.dtype == torch.float32
-    ref = F.embedding_bag(torch.tensor([0, 1, 5, 1]), w.detach(), torch.tensor([0, 3]), mode="sum",
-                          per_sample_weights=psw.detach().float())
-    assert torch.equal(out.detach(), ref)
-    out.sum().backward()
-    assert psw.grad.dtype == torch.float64 and w.grad is not None
+
+
+@pytest.mark.parametrize("layer", [False, True], ids=["function", "layer"])
+def test_numpy_bag_per_sample_weights_of_another_float_type(layer):
+    """The NumPy backend refuses the mix too, with the same words, before the weight can change."""
+    w = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32) * 5
+    psw = np.ones(4)
+    idx, offsets = np.array([0, 1, 5, 1]), np.array([0, 3])
+    match = "per_sample_weights must have the weight's dtype float32, got float64"
+    if layer:
+        bag = NUMPY.el.EmbeddingBag.from_weight(w, mode="sum", max_norm=1.0)
+        before = bag.weight.copy()
+        with pytest.raises(TypeError, match=match):
+            bag(idx, offsets, psw)
+        np.testing.assert_array_equal(bag.weight, before)
+    else:
+        with pytest.raises(TypeError, match=match):
+            NUMPY.el.embedding_bag(idx, w, offsets, mode="sum", per_sample_weights=psw)
+    out = NUMPY.el.embedding_bag(idx, w, offsets, mode="sum", per_sample_weights=psw.astype(np.float32))
+    assert out.dtype == np.float32
+    out = NUMPY.el.embedding_bag(idx, w, offsets, mode="sum", per_sample_weights=[1.0, 1.0, 1.0, 1.0])
+    assert out.dtype == np.float32
 
 
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
@@ -470,3 +505,144 @@ def test_torch_bags_do_not_depend_on_how_their_arguments_are_laid_out(mode, dtyp
             assert torch.equal(contiguous, strided)
         if dtype == torch.float32:
             assert torch.equal(results[0][0], F.embedding_bag(args[0], w, args[1], mode=mode, per_sample_weights=p))
+
+
+# --------------------------------------------------------------------------------------------------
+# max_norm / norm_type in the function (issue 12), as F.embedding_bag
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend_name", ["numpy", "torch"])
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0])
+def test_embedding_bag_max_norm_like_f_embedding_bag(backend_name, mode, norm_type):
+    backend = NUMPY if backend_name == "numpy" else TORCH
+    gen = torch.Generator().manual_seed(5)
+    ref_w = torch.randn(8, 3, generator=gen, dtype=torch.float64) * 3
+    idx, offsets = torch.tensor([0, 2, 2, 7, 3, 2]), torch.tensor([0, 2, 2, 5])
+    ref = F.embedding_bag(idx, ref_w, offsets, mode=mode, max_norm=1.2, norm_type=norm_type, padding_idx=3)
+    if backend is TORCH:
+        w = ref_w.clone()
+        out = backend.el.embedding_bag(idx, w, offsets, mode=mode, max_norm=1.2, norm_type=norm_type,
+                                       padding_idx=3)
+        out, table = out.numpy(), w.numpy()
+    else:
+        table = ref_w.numpy().copy()
+        out = backend.el.embedding_bag(idx.numpy(), table, offsets.numpy(), mode=mode, max_norm=1.2,
+                                       norm_type=norm_type, padding_idx=3)
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(table, ref_w.numpy(), rtol=1e-12)  # renormalised in place, padding row too
+
+
+def test_torch_embedding_bag_max_norm_gradient_like_f_embedding_bag():
+    w = (torch.randn(6, 3, dtype=torch.float64) * 3).requires_grad_()
+    ref_w = w.detach().clone().requires_grad_()
+    idx, offsets = torch.tensor([0, 1, 1, 4, 5]), torch.tensor([0, 3])
+    psw = torch.rand(5, dtype=torch.float64)
+    g = torch.randn(2, 3, dtype=torch.float64)
+    TORCH.el.embedding_bag(idx, w, offsets, mode="sum", per_sample_weights=psw, max_norm=1.0).backward(g)
+    F.embedding_bag(idx, ref_w, offsets, mode="sum", per_sample_weights=psw, max_norm=1.0).backward(g)
+    torch.testing.assert_close(w.grad, ref_w.grad)
+    torch.testing.assert_close(w.detach(), ref_w.detach())
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "torch"])
+@pytest.mark.parametrize("bad", [dict(max_norm=0.0), dict(max_norm=1.0, norm_type=-2.0),
+                                 dict(max_norm=1.0, offsets=[0, 9]), dict(max_norm=1.0, indices=[0, 8, 1]),
+                                 dict(max_norm=1.0, mode="mean", per_sample_weights=True),
+                                 dict(max_norm=1.0, padding_idx=6)])
+def test_embedding_bag_max_norm_errors_leave_the_weight_unchanged(backend_name, bad):
+    backend = NUMPY if backend_name == "numpy" else TORCH
+    bad = dict(bad)
+    idx, offsets = np.array(bad.pop("indices", [0, 1, 2])), np.array(bad.pop("offsets", [0, 1]))
+    w = np.random.default_rng(0).standard_normal((6, 3)) * 4
+    if bad.pop("per_sample_weights", None):
+        bad["per_sample_weights"] = np.ones(3)
+    if backend is TORCH:
+        w = torch.tensor(w)
+        idx, offsets = torch.tensor(idx), torch.tensor(offsets)
+        if "per_sample_weights" in bad:
+            bad["per_sample_weights"] = torch.tensor(bad["per_sample_weights"])
+    before = w.clone().numpy() if backend is TORCH else w.copy()
+    with pytest.raises((ValueError, TypeError, IndexError)):
+        backend.el.embedding_bag(idx, w, offsets, **bad)
+    assert np.array_equal(w.numpy() if backend is TORCH else w, before)
+
+
+# --------------------------------------------------------------------------------------------------
+# scale_grad_by_freq (issue 12): counts over the whole input, as F.embedding_bag; "max" refuses it
+# --------------------------------------------------------------------------------------------------
+def _freq_reference(idx, w, offsets, mode, pad, psw, g):
+    """The documented rule (and CUDA's, and PyTorch after pytorch/pytorch#190264): the plain gradient,
+    each row divided by its index's count in the whole input. torch 2.13's CPU kernel divides some rows
+    by another index's count (pytorch/pytorch#190063), so it is not the reference here."""
+    w = w.clone().requires_grad_()
+    F.embedding_bag(idx, w, offsets, mode=mode, padding_idx=pad, per_sample_weights=psw).backward(g)
+    return w.grad / torch.bincount(idx.reshape(-1), minlength=w.shape[0]).clamp(min=1)[:, None].to(w.dtype)
+
+
+@pytest.mark.parametrize("layer", [False, True], ids=["function", "layer"])
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+@pytest.mark.parametrize("pad", [None, 5])
+@pytest.mark.parametrize("psw", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_bag_scale_grad_by_freq(layer, mode, pad, psw, dtype):
+    if psw and mode != "sum":
+        pytest.skip("per_sample_weights need mode='sum'")
+    gen = torch.Generator().manual_seed(4)
+    w = torch.randn(8, 3, generator=gen, dtype=dtype)
+    idx, offsets = torch.tensor([3, 5, 5, 6, 6, 6, 1, 3]), torch.tensor([0, 2, 2, 6])
+    weights = torch.rand(8, generator=gen, dtype=dtype) if psw else None
+    g = torch.randn(4, 3, generator=gen, dtype=dtype)
+    if layer:
+        ours = TORCH.el.EmbeddingBag.from_weight(w, mode=mode, padding_idx=pad, scale_grad_by_freq=True)
+        out = ours(idx, offsets, weights)
+        out.backward(g)
+        grad = ours.weight.grad
+    else:
+        w_el = w.clone().requires_grad_()
+        out = TORCH.el.embedding_bag(idx, w_el, offsets, mode=mode, padding_idx=pad, per_sample_weights=weights,
+                                     scale_grad_by_freq=True)
+        out.backward(g)
+        grad = w_el.grad
+    torch.testing.assert_close(out.detach(), F.embedding_bag(idx, w, offsets, mode=mode, padding_idx=pad,
+                                                             per_sample_weights=weights))
+    torch.testing.assert_close(grad, _freq_reference(idx, w, offsets, mode, pad, weights, g))
+
+
+def test_torch_bag_scale_grad_by_freq_matches_torch_where_its_kernel_is_right():
+    """Without a once-seen index sorting after a repeated one, torch 2.13's CPU kernel is right: the
+    same gradient as PyTorch's, 2-D input included."""
+    w = torch.randn(6, 3, dtype=torch.float64)
+    idx = torch.tensor([[4, 4, 2], [2, 4, 2]])  # index 2 three times, index 4 three times
+    for mode in ("sum", "mean"):
+        ref = nn.EmbeddingBag.from_pretrained(w.clone(), freeze=False, mode=mode, scale_grad_by_freq=True)
+        ours = TORCH.el.EmbeddingBag.from_weight(w, mode=mode, scale_grad_by_freq=True)
+        ref(idx).sum().backward()
+        ours(idx).sum().backward()
+        torch.testing.assert_close(ours.weight.grad, ref.weight.grad)
+
+
+def test_torch_bag_scale_grad_by_freq_with_create_graph():
+    """(gradcheck does not apply: the scaled gradient is deliberately not the derivative.) With
+    create_graph (the differentiable path) the same gradients as without."""
+    w = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    psw = torch.rand(5, dtype=torch.float64, requires_grad=True)
+    idx, offsets = torch.tensor([0, 2, 2, 5, 2]), torch.tensor([0, 3])
+    g = torch.randn(2, 2, dtype=torch.float64)
+    out = TORCH.el.embedding_bag(idx, w, offsets, mode="sum", per_sample_weights=psw, scale_grad_by_freq=True)
+    graph = torch.autograd.grad(out, (w, psw), g, create_graph=True)
+    plain = torch.autograd.grad(out, (w, psw), g)
+    torch.testing.assert_close(graph, plain)
+    torch.testing.assert_close(plain[0], _freq_reference(idx, w.detach(), offsets, "sum", None, psw.detach(), g))
+    assert graph[0].requires_grad
+
+
+def test_torch_bag_scale_grad_by_freq_refuses_max_like_torch():
+    w = torch.randn(4, 2) * 5
+    before = w.clone()
+    with pytest.raises(ValueError, match="max mode does not support"):
+        F.embedding_bag(torch.tensor([[0, 1]]), w, mode="max", scale_grad_by_freq=True)
+    with pytest.raises(ValueError, match="scale_grad_by_freq is not supported with mode='max'"):
+        TORCH.el.embedding_bag(torch.tensor([[0, 1]]), w, mode="max", scale_grad_by_freq=True, max_norm=1.0)
+    with pytest.raises(ValueError, match="scale_grad_by_freq is not supported with mode='max'"):
+        TORCH.el.EmbeddingBag(4, 2, mode="max", scale_grad_by_freq=True)
+    assert torch.equal(w, before)

@@ -379,3 +379,211 @@ def test_zero_dimensional_embeddings_have_empty_gradients(backend, mode):
 def test_zero_dimensional_lookup_backward(backend):
     grad = backend.el.lookup_backward(backend.arr(np.array([1, 2, 2])), backend.arr(np.ones((3, 0))), 5)
     assert tuple(grad.shape) == (5, 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# positional constructor arguments and from_pretrained (issue 12), against torch.nn
+# --------------------------------------------------------------------------------------------------
+def test_torch_positional_arguments_match_nn():
+    """nn.Embedding's and nn.EmbeddingBag's argument order; seed stays keyword-only."""
+    ours, theirs = tel.Embedding(10, 3, 2, 1.5, 1.0), nn.Embedding(10, 3, 2, 1.5, 1.0)
+    assert (ours.padding_idx, ours.max_norm, ours.norm_type) == (theirs.padding_idx, theirs.max_norm,
+                                                                 theirs.norm_type) == (2, 1.5, 1.0)
+    assert repr(ours) == repr(theirs) == "Embedding(10, 3, padding_idx=2, max_norm=1.5, norm_type=1.0)"
+    ours = tel.EmbeddingBag(10, 3, 1.5, 1.0, False, "max", False, None, True, 4)
+    theirs = nn.EmbeddingBag(10, 3, 1.5, 1.0, False, "max", False, None, True, 4)
+    for name in ("max_norm", "norm_type", "mode", "include_last_offset", "padding_idx"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    w = torch.randn(10, 3, dtype=torch.float64)
+    ours, theirs = tel.EmbeddingBag(10, 3, _weight=w, mode="sum"), nn.EmbeddingBag(10, 3, _weight=w, mode="sum")
+    assert ours.weight.data_ptr() == theirs.weight.data_ptr() == w.data_ptr() and ours.weight.requires_grad
+    frozen = tel.Embedding(10, 3, _weight=w, _freeze=True, padding_idx=0)
+    assert frozen.weight.data_ptr() == w.data_ptr() and not frozen.weight.requires_grad
+    assert torch.equal(frozen.weight[0], w[0])  # the padding row of a given weight is used as given
+    with pytest.raises(TypeError):
+        tel.Embedding(10, 3, 0, 1.0, 2.0, False, False, None, False, None, None, 7)  # seed is keyword-only
+    assert torch.equal(tel.Embedding(10, 3, seed=7).weight, tel.Embedding(10, 3, seed=7).weight)
+
+
+@pytest.mark.parametrize("option", ["sparse"])
+@pytest.mark.parametrize("cls", ["Embedding", "EmbeddingBag"])
+def test_torch_unimplemented_options_are_refused(cls, option):
+    with pytest.raises(NotImplementedError, match=option):
+        getattr(tel, cls)(5, 2, **{option: True})
+    with pytest.raises(NotImplementedError, match=option):
+        getattr(tel, cls).from_pretrained(torch.randn(5, 2), **{option: True})
+    getattr(tel, cls)(5, 2, **{option: False})  # the default, accepted
+
+
+def test_torch_weight_argument_is_checked():
+    with pytest.raises(ValueError, match=r"_weight must have shape .*\(4, 3\)"):
+        tel.Embedding(4, 3, _weight=torch.randn(3, 4))
+    with pytest.raises(ValueError, match="seed"):
+        tel.Embedding(4, 3, _weight=torch.randn(4, 3), seed=1)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+@pytest.mark.parametrize("cls", ["Embedding", "EmbeddingBag"])
+def test_torch_from_pretrained_shares_memory_like_nn(cls, freeze):
+    a = torch.randn(6, 4, dtype=torch.float64) * 3
+    b = a.clone()
+    kw = dict(padding_idx=1, max_norm=2.0, norm_type=1.0)
+    if cls == "EmbeddingBag":
+        kw["mode"] = "sum"
+    ours = getattr(tel, cls).from_pretrained(a, freeze, **kw)
+    theirs = getattr(nn, cls).from_pretrained(b, freeze, **kw)
+    assert ours.weight.data_ptr() == a.data_ptr()
+    assert ours.weight.requires_grad == theirs.weight.requires_grad == (not freeze)
+    assert torch.equal(ours.weight[1], b[1]) and b[1].abs().sum() > 0  # padding row not zeroed, as torch
+    idx = torch.tensor([[0, 1, 3], [3, 3, 5]])
+    out_ours, out_theirs = ours(idx), theirs(idx)
+    torch.testing.assert_close(out_ours, out_theirs)
+    torch.testing.assert_close(a, b)  # max_norm renormalised the shared tensor itself, as torch's
+    assert a.norm(p=1, dim=1)[[0, 3, 5]].le(2.0 + 1e-6).all()
+    if not freeze:
+        out_ours.sum().backward()
+        out_theirs.sum().backward()
+        torch.testing.assert_close(ours.weight.grad, theirs.weight.grad)
+    else:
+        assert out_ours.grad_fn is None and ours.weight.grad is None
+
+
+def test_torch_from_pretrained_checks_before_sharing():
+    a = torch.randn(4, 3)
+    before = a.clone()
+    with pytest.raises(ValueError, match="padding_idx"):
+        tel.Embedding.from_pretrained(a, padding_idx=4)
+    with pytest.raises(ValueError, match="mode"):
+        tel.EmbeddingBag.from_pretrained(a, mode="median")
+    with pytest.raises(TypeError, match="floating-point"):
+        tel.Embedding.from_pretrained(torch.arange(6).reshape(3, 2))
+    assert torch.equal(a, before)
+
+
+def test_numpy_positional_arguments():
+    """The NumPy layers take torch's leading positional arguments too (the options they have)."""
+    e = npel.Embedding(10, 3, 2, 1.5, 1.0)
+    assert (e.padding_idx, e.max_norm, e.norm_type) == (2, 1.5, 1.0)
+    b = npel.EmbeddingBag(10, 3, 1.5, 1.0, mode="max")
+    assert (b.max_norm, b.norm_type, b.mode) == (1.5, 1.0, "max")
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+@pytest.mark.parametrize("cls", ["Embedding", "EmbeddingBag"])
+def test_numpy_from_pretrained_shares_the_array(cls, freeze):
+    a = np.random.default_rng(0).standard_normal((6, 4)) * 3
+    ref = torch.tensor(a)
+    kw = dict(padding_idx=1, max_norm=2.0)
+    if cls == "EmbeddingBag":
+        kw["mode"] = "sum"
+    ours = getattr(npel, cls).from_pretrained(a, freeze, **kw)
+    theirs = getattr(nn, cls).from_pretrained(ref, freeze, **kw)
+    assert ours.weight is a
+    idx = np.array([[0, 1, 3], [3, 3, 5]])
+    out = ours(idx)
+    expected = theirs(torch.tensor(idx))
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(a, ref.numpy(), rtol=1e-12)  # renormalised in place, as torch's shared tensor
+    g = np.ones(out.shape)
+    sg = ours.backward(g)
+    before = a.copy()
+    ours.step(0.1)
+    if freeze:
+        assert ours.grad is None
+        np.testing.assert_array_equal(a, before)
+    else:
+        expected.backward(torch.tensor(g))
+        np.testing.assert_allclose(sg.to_dense(6), theirs.weight.grad.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(a, before - 0.1 * theirs.weight.grad.numpy(), rtol=1e-12)
+
+
+def test_numpy_from_pretrained_needs_an_array():
+    with pytest.raises(TypeError, match="NumPy array"):
+        npel.Embedding.from_pretrained([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="padding_idx"):
+        npel.EmbeddingBag.from_pretrained(np.ones((2, 2)), padding_idx=5)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(padding_idx=2), dict(max_norm=1.5, norm_type=1.0),
+                                dict(padding_idx=0, max_norm=1.0, norm_type=2.0), dict(norm_type=3.0)])
+@pytest.mark.parametrize("cls", ["Embedding", "EmbeddingBag"])
+def test_torch_repr_matches_nn(cls, kw):
+    assert repr(getattr(tel, cls)(10, 3, **kw)) == repr(getattr(nn, cls)(10, 3, **kw))
+
+
+@pytest.mark.parametrize("cls", ["Embedding", "EmbeddingBag"])
+def test_torch_repr_with_padding_zero_and_scale_grad_by_freq_matches_nn(cls):
+    for kw in (dict(padding_idx=0), dict(scale_grad_by_freq=True), dict(scale_grad_by_freq=True, padding_idx=0)):
+        assert repr(getattr(tel, cls)(10, 3, **kw)) == repr(getattr(nn, cls)(10, 3, **kw))
+
+
+@pytest.mark.parametrize("pad", [None, 5])
+def test_numpy_embedding_scale_grad_by_freq_like_nn(pad):
+    w = np.random.default_rng(1).standard_normal((8, 3))
+    idx = np.array([[3, 5, 5], [6, 6, 6], [1, 6, 3]])
+    g = np.random.default_rng(2).standard_normal((3, 3, 3))
+    ours = npel.Embedding(8, 3, pad, None, 2.0, True, dtype=np.float64)  # torch's positional order
+    ours.weight[:] = w
+    ours(idx)
+    grad = ours.backward(g).to_dense(8)
+    ref = nn.Embedding.from_pretrained(torch.tensor(w), freeze=False, padding_idx=pad, scale_grad_by_freq=True)
+    ref(torch.tensor(idx)).backward(torch.tensor(g))
+    np.testing.assert_allclose(grad, ref.weight.grad.numpy(), rtol=1e-12, atol=1e-15)
+    # from_weight and from_pretrained take the option too
+    for layer in (npel.Embedding.from_weight(w, padding_idx=pad, scale_grad_by_freq=True),
+                  npel.Embedding.from_pretrained(w.copy(), False, pad, scale_grad_by_freq=True)):
+        layer(idx)
+        np.testing.assert_allclose(layer.backward(g).to_dense(8), grad, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+@pytest.mark.parametrize("pad", [None, 5])
+def test_numpy_bag_scale_grad_by_freq_counts_the_whole_input(mode, pad):
+    """Each row's gradient divided by its index's count in the whole input: torch's documented rule
+    (torch 2.13's CPU kernel divides some rows by another index's count, pytorch/pytorch#190063: the
+    reference is its unscaled gradient divided by the counts)."""
+    w = np.random.default_rng(1).standard_normal((8, 3))
+    idx, offsets = np.array([3, 5, 5, 6, 6, 6, 1, 3]), np.array([0, 2, 2, 6])
+    g = np.random.default_rng(2).standard_normal((4, 3))
+    ours = npel.EmbeddingBag.from_weight(w, mode=mode, padding_idx=pad, scale_grad_by_freq=True)
+    ours(idx, offsets)
+    grad = ours.backward(g).to_dense(8)
+    w_ref = torch.tensor(w, requires_grad=True)
+    nn.functional.embedding_bag(torch.tensor(idx), w_ref, torch.tensor(offsets), mode=mode,
+                                padding_idx=pad).backward(torch.tensor(g))
+    counts = np.maximum(np.bincount(idx, minlength=8), 1)
+    np.testing.assert_allclose(grad, w_ref.grad.numpy() / counts[:, None], rtol=1e-12, atol=1e-15)
+    theirs = tel.EmbeddingBag.from_weight(torch.tensor(w), mode=mode, padding_idx=pad, scale_grad_by_freq=True)
+    theirs(torch.tensor(idx), torch.tensor(offsets)).backward(torch.tensor(g))
+    np.testing.assert_allclose(grad, theirs.weight.grad.numpy(), rtol=1e-12, atol=1e-15)  # both backends agree
+
+
+def test_numpy_bag_scale_grad_by_freq_refuses_max():
+    with pytest.raises(ValueError, match="scale_grad_by_freq is not supported with mode='max'"):
+        npel.EmbeddingBag(4, 2, None, 2.0, True, "max")
+    with pytest.raises(ValueError, match="scale_grad_by_freq is not supported with mode='max'"):
+        npel.EmbeddingBag.from_weight(np.ones((4, 2)), mode="max", scale_grad_by_freq=True)
+
+
+def test_numpy_constructor_takes_torchs_arguments():
+    """The same parameters, in torch's order, as embedlib.torch's layers (``device``: the CPU only)."""
+    w = np.random.default_rng(0).standard_normal((5, 2))
+    e = npel.Embedding(5, 2, 0, None, 2.0, False, False, w, True)
+    assert e.weight is w and e.frozen and w[0].any()  # shared, frozen, padding row used as given
+    e([0, 1])
+    e.backward(np.ones((2, 2)))
+    e.step(1.0)
+    assert e.grad is None and np.array_equal(e.weight, w)
+    b = npel.EmbeddingBag(5, 2, None, 2.0, False, "sum", False, w, True, 1)
+    assert b.weight is w and (b.mode, b.include_last_offset, b.padding_idx) == ("sum", True, 1)
+    assert npel.Embedding(5, 2, device="cpu", dtype=np.float64).weight.dtype == np.float64
+    with pytest.raises(NotImplementedError, match="sparse"):
+        npel.Embedding(5, 2, sparse=True)
+    with pytest.raises(ValueError, match="device"):
+        npel.EmbeddingBag(5, 2, device="cuda")
+    with pytest.raises(ValueError, match="_weight must have shape"):
+        npel.Embedding(4, 2, _weight=w)
+    with pytest.raises(TypeError, match="_weight must be a NumPy array"):
+        npel.Embedding(5, 2, _weight=w.tolist())
+    with pytest.raises(ValueError, match="seed"):
+        npel.Embedding(5, 2, _weight=w, seed=1)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import nn
 
 from conftest import (NUMPY, TORCH, indices, lookup_cases, random_weights, ref_lookup_backward, ref_one_hot,
                       tol, weights)
@@ -236,3 +237,102 @@ def test_torch_lookup_backward_takes_narrow_index_types(dtype):
     g = torch.arange(8.0).reshape(4, 2)
     grad = TORCH.el.lookup_backward(torch.tensor([2, 0, 2, 1], dtype=dtype), g, 3)
     assert torch.equal(grad, torch.tensor([[2.0, 3.0], [6.0, 7.0], [4.0, 6.0]]))  # row 2: rows 0 and 2 of g
+
+
+# --------------------------------------------------------------------------------------------------
+# max_norm / norm_type in the function (issue 12), as F.embedding
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0])
+@pytest.mark.parametrize("max_norm", [0.5, 1.5])
+def test_lookup_max_norm_renormalises_in_place_like_f_embedding(backend, max_norm, norm_type):
+    gen = torch.Generator().manual_seed(3)
+    ref_w = torch.randn(7, 4, generator=gen, dtype=torch.float64) * 2
+    idx = torch.tensor([[0, 2, 2], [5, 0, 1]])
+    if backend is TORCH:
+        w = ref_w.clone().requires_grad_()
+    else:
+        w = ref_w.numpy().copy()
+    out = backend.el.lookup(idx.numpy() if backend is NUMPY else idx, w, max_norm=max_norm, norm_type=norm_type)
+    ref = F.embedding(idx, ref_w, max_norm=max_norm, norm_type=norm_type)
+    np.testing.assert_allclose(np.asarray(out.detach() if backend is TORCH else out), ref.numpy(), rtol=1e-12)
+    table = w.detach().numpy() if backend is TORCH else w
+    np.testing.assert_allclose(table, ref_w.numpy(), rtol=1e-12)  # the same rows rescaled, in place
+    assert not np.allclose(table[3], 0) and np.array_equal(table[[3, 4, 6]], ref_w.numpy()[[3, 4, 6]])
+
+
+def test_torch_lookup_max_norm_gradient_like_f_embedding():
+    w = (torch.randn(5, 3, dtype=torch.float64) * 3).requires_grad_()
+    ref_w = w.detach().clone().requires_grad_()
+    idx = torch.tensor([0, 1, 1, 4])
+    g = torch.randn(4, 3, dtype=torch.float64)
+    TORCH.el.lookup(idx, w, max_norm=1.0, padding_idx=1).backward(g)
+    F.embedding(idx, ref_w, max_norm=1.0, padding_idx=1).backward(g)
+    torch.testing.assert_close(w.grad, ref_w.grad)
+    torch.testing.assert_close(w.detach(), ref_w.detach())
+
+
+@pytest.mark.parametrize("bad", [dict(max_norm=0.0), dict(max_norm=-1.0), dict(max_norm=1.0, norm_type=0),
+                                 dict(max_norm=1.0, padding_idx=9), dict(max_norm=1.0, deterministic="yes"),
+                                 dict(max_norm=1.0, indices=[0, 7])])
+def test_lookup_max_norm_errors_leave_the_weight_unchanged(backend, bad):
+    bad = dict(bad)
+    idx = bad.pop("indices", [0, 1])
+    w = np.random.default_rng(0).standard_normal((5, 3)) * 4
+    w = torch.tensor(w) if backend is TORCH else w
+    before = w.clone() if backend is TORCH else w.copy()
+    with pytest.raises((ValueError, TypeError, IndexError)):
+        backend.el.lookup(idx, w, **bad)
+    assert np.array_equal(w.numpy() if backend is TORCH else w, before.numpy() if backend is TORCH else before)
+
+
+def test_numpy_lookup_max_norm_needs_an_array():
+    with pytest.raises(TypeError, match="max_norm changes weight in place"):
+        NUMPY.el.lookup([0], [[3.0, 4.0]], max_norm=1.0)
+    assert NUMPY.el.lookup([0], [[3.0, 4.0]]).tolist() == [[3.0, 4.0]]  # without max_norm a list is fine
+
+
+# --------------------------------------------------------------------------------------------------
+# scale_grad_by_freq (issue 12), as F.embedding / nn.Embedding
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layer", [False, True], ids=["function", "layer"])
+@pytest.mark.parametrize("pad", [None, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_scale_grad_by_freq_like_f_embedding(layer, pad, dtype):
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(8, 3, generator=gen, dtype=dtype)
+    idx = torch.tensor([[3, 5, 5], [6, 6, 6], [1, 6, 3]])
+    g = torch.randn(3, 3, 3, generator=gen, dtype=dtype)
+    ref = nn.Embedding.from_pretrained(w.clone(), freeze=False, padding_idx=pad, scale_grad_by_freq=True)
+    ref(idx).backward(g)
+    if layer:
+        ours = TORCH.el.Embedding.from_weight(w, padding_idx=pad, scale_grad_by_freq=True)
+        ours(idx).backward(g)
+        grad = ours.weight.grad
+    else:
+        w_el = w.clone().requires_grad_()
+        TORCH.el.lookup(idx, w_el, padding_idx=pad, scale_grad_by_freq=True).backward(g)
+        grad = w_el.grad
+    torch.testing.assert_close(grad, ref.weight.grad)
+    counts = torch.bincount(idx.reshape(-1), minlength=8).clamp(min=1)
+    plain = TORCH.el.lookup_backward(idx, g, 8, padding_idx=pad)
+    torch.testing.assert_close(grad, plain / counts[:, None].to(dtype))  # the definition
+
+
+def test_torch_scale_grad_by_freq_double_backward_like_f_embedding():
+    """(gradcheck does not apply: the scaled gradient is deliberately not the derivative.) With
+    create_graph the same gradient as F.embedding's, itself differentiable w.r.t. grad_output: entry j
+    gets ``v[idx[j]] / count(idx[j])``, the derivative of the scaled sum. (torch 2.13's double backward
+    leaves the scale out and gives ``v[idx[j]]``: embedlib differs there, on purpose.)"""
+    w = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    idx = torch.tensor([0, 2, 2, 5, 2])
+    v = torch.randn(6, 2, dtype=torch.float64)
+    grads = []
+    for fn in (TORCH.el.lookup, F.embedding):
+        g = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+        (gw,) = torch.autograd.grad(fn(idx, w, scale_grad_by_freq=True), w, g, create_graph=True)
+        (gw * v).sum().backward()
+        grads.append((gw.detach(), g.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    counts = torch.bincount(idx, minlength=6)[idx].double()
+    torch.testing.assert_close(grads[0][1], v[idx] / counts[:, None])
+    torch.testing.assert_close(grads[1][1], v[idx])  # torch's, without the scale

@@ -29,6 +29,12 @@ def weight(values, name: str = "weight") -> np.ndarray:
     return arr
 
 
+def in_place(weight, option: str) -> None:
+    """``option`` changes the weight in place, so it must be a NumPy array (not a list)."""
+    if not isinstance(weight, np.ndarray):
+        raise TypeError(f"{option} changes weight in place, so it must be a NumPy array, got {type(weight).__name__}")
+
+
 def floats(values, name: str) -> np.ndarray:
     arr = np.asarray(values)
     if not np.issubdtype(arr.dtype, np.floating):

@@ -11,6 +11,7 @@ import numpy as np
 
 from embedlib import _checks
 from embedlib.numpy import _arrays, _segments
+from embedlib.numpy.renorm import unchecked_renorm_
 
 
 class BagPlan(NamedTuple):
@@ -33,6 +34,9 @@ def plan(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weigh
     psw = None
     if per_sample_weights is not None:
         psw = _arrays.floats(per_sample_weights, "per_sample_weights")
+        if isinstance(per_sample_weights, np.ndarray) and psw.dtype != np.dtype(dtype):
+            # as torch: per-sample weights of another float type are refused, not cast (a list has no type)
+            _checks.same_dtype(str(psw.dtype), str(np.dtype(dtype)), "per_sample_weights")
         _checks.same_shape(psw.shape, idx.shape, "per_sample_weights", "one weight per index")
     if idx.ndim == 2:
         num_bags, size = idx.shape
@@ -111,15 +115,24 @@ def backward(p: BagPlan, argmax, grad_output: np.ndarray):
 
 
 def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
-                  include_last_offset=False):
+                  include_last_offset=False, max_norm=None, norm_type=2.0, scale_grad_by_freq=False):
     """Reduce each bag of rows to one vector (chapters 2 and 8), as ``F.embedding_bag`` does.
 
     ``indices`` is 1-D with ``offsets`` (bag ``i`` is ``indices[offsets[i]:offsets[i+1]]``) or 2-D
     (one bag per row). ``mode`` is "sum", "mean" or "max"; ``per_sample_weights`` scales each entry
     (mode "sum" only); entries equal to ``padding_idx`` are left out, also from the mean's count.
-    Empty bags give zeros. Returns ``(num_bags, D)``.
+    Empty bags give zeros. Returns ``(num_bags, D)``. With ``max_norm``, as ``F.embedding_bag``: every
+    row the indices name whose ``norm_type``-norm exceeds it is rescaled in place in ``weight`` (which
+    must then be a NumPy array) first, after every check. ``scale_grad_by_freq`` only matters for
+    gradients (the NumPy layer applies it); here it is checked as in torch ("max" refuses it).
     """
     w = _arrays.weight(weight)
+    limit = _checks.max_norm(max_norm, norm_type)
+    _checks.bag_scale_grad_by_freq(mode, scale_grad_by_freq)
+    if limit is not None:
+        _arrays.in_place(weight, "max_norm")
     p = plan(indices, w.shape[0], offsets, mode=mode, per_sample_weights=per_sample_weights,
              padding_idx=padding_idx, include_last_offset=include_last_offset, dtype=w.dtype)
+    if limit is not None:
+        unchecked_renorm_(w, _arrays.indices(indices), limit, float(norm_type))
     return forward(p, w)[0]

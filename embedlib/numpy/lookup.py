@@ -4,21 +4,31 @@ from __future__ import annotations
 
 from embedlib import _checks
 from embedlib.numpy import _arrays, _segments, _threads
+from embedlib.numpy.renorm import unchecked_renorm_
 
 
-def lookup(indices, weight, *, padding_idx=None, deterministic=None):
+def lookup(indices, weight, *, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+           deterministic=None):
     """Rows of ``weight`` selected by ``indices``: shape ``(*indices.shape, D)``.
 
     The same values as :func:`onehot_matmul` (chapter 2 proves it) without the one-hot array.
     ``padding_idx`` only matters for gradients (:func:`lookup_backward`); it is checked here too so
     both backends accept the same arguments. So is ``deterministic`` (True, False or None), which
     chooses the GPU backward in the torch backend; NumPy's results are always the same bits.
+    With ``max_norm``, as ``F.embedding``: the rows named by ``indices`` whose ``norm_type``-norm
+    exceeds it are rescaled in place in ``weight`` (which must then be a NumPy array) first, after
+    every check. ``scale_grad_by_freq`` only matters for gradients, which NumPy's function does not
+    track: accepted so that both backends take the same arguments (the NumPy layers apply it).
     """
     idx = _arrays.indices(indices)
     w = _arrays.weight(weight)
     _arrays.in_range(idx, w.shape[0])
     _checks.padding_idx(padding_idx, w.shape[0])
+    limit = _checks.max_norm(max_norm, norm_type)
     _arrays.deterministic(deterministic)
+    if limit is not None:
+        _arrays.in_place(weight, "max_norm")
+        unchecked_renorm_(w, idx, limit, float(norm_type))
     # np.take, on all cores for large batches: faster than w[idx] (chapter 3 measures it).
     return _threads.take_rows(w, idx)
 

@@ -71,3 +71,12 @@ def floats(t, name: str, device=None) -> torch.Tensor:
     if device is not None and t.device != torch.device(device):
         raise ValueError(f"{name} is on {t.device} but the weight is on {device}; move one of them")
     return t
+
+
+@torch.no_grad()
+def unchecked_renorm_(w: torch.Tensor, idx: torch.Tensor, max_norm: float, norm_type: float) -> None:
+    """``max_norm`` without checks (here, low on the ladder, for lookup, bag, renorm and the layers)."""
+    rows = torch.unique(idx.reshape(-1).long())
+    norms = torch.linalg.vector_norm(w[rows], ord=norm_type, dim=1, dtype=torch.float64)
+    scale = torch.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).to(w.dtype)
+    w[rows] = w[rows] * scale[:, None]

@@ -14,7 +14,8 @@ import torch
 
 from embedlib import _checks
 from embedlib.torch import _tensors, _triton
-from embedlib.torch.lookup import gather, scatter_add
+from embedlib.torch.lookup import frequency_scale, gather, scatter_add
+from embedlib.torch._tensors import unchecked_renorm_
 
 #: PyTorch's numbering of the modes, in its embedding_bag kernels
 MODES = {"sum": 0, "mean": 1, "max": 2}
@@ -32,7 +33,7 @@ class CheckedBag(NamedTuple):
 
 
 def check(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
-          include_last_offset=False, device=None) -> CheckedBag:
+          include_last_offset=False, device=None, dtype=None) -> CheckedBag:
     """Every check of a bag, in a fixed order, with one host sync for all the values they need (the
     index range and the offsets' first, last and any decrease): on CUDA, before any kernel runs."""
     idx = _tensors.indices(indices, device)
@@ -40,7 +41,13 @@ def check(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weig
     _checks.bag_layout(idx.dim(), offsets is not None)
     psw = None
     if per_sample_weights is not None:
+        has_dtype = isinstance(per_sample_weights, (torch.Tensor, np.ndarray))
         psw = _tensors.floats(per_sample_weights, "per_sample_weights", idx.device)
+        if dtype is not None and psw.dtype != dtype:
+            if has_dtype:  # as torch: per-sample weights of another float type are refused, not cast
+                _checks.same_dtype(str(psw.dtype).replace("torch.", ""), str(dtype).replace("torch.", ""),
+                                   "per_sample_weights")
+            psw = psw.to(dtype)  # a Python list has no float type of its own
         _checks.same_shape(tuple(psw.shape), tuple(idx.shape), "per_sample_weights", "one weight per index")
     flat = idx.reshape(-1)
     n = flat.numel()
@@ -89,9 +96,10 @@ def _summary(flat: torch.Tensor, off: torch.Tensor | None) -> list:
     return torch.stack([v.long() for v in summary]).tolist() if summary else []
 
 
-def run(c: CheckedBag, w: torch.Tensor, mode: str) -> torch.Tensor:
-    """The bags of arguments that :func:`check` has passed, on the path that suits ``w``."""
-    if _triton.enabled(w):  # CUDA with Triton: the bag kernels of chapter 9
+def run(c: CheckedBag, w: torch.Tensor, mode: str, scale_grad_by_freq: bool = False) -> torch.Tensor:
+    """The bags of arguments that :func:`check` has passed, on the path that suits ``w``
+    (``scale_grad_by_freq``: the weight's gradient rows divided by their index's count in the input)."""
+    if _triton.enabled(w) and not scale_grad_by_freq:  # CUDA with Triton: the bag kernels of chapter 9
         return _triton.embedding_bag(c.flat, w, c.bounds, c.psw, c.pad, mode)
     psw = None if c.psw is None else c.psw.to(w.dtype)  # differentiable: its gradient comes back in its type
     if w.device.type == "cpu" and w.dtype in NATIVE_DTYPES and w.shape[1]:  # (they fail when D = 0)
@@ -104,9 +112,9 @@ def run(c: CheckedBag, w: torch.Tensor, mode: str) -> torch.Tensor:
             # multiply-add). Copy such a (rare) table, so that its bags do not depend on its layout.
             w = w.contiguous()
         if torch.is_grad_enabled() and (w.requires_grad or (psw is not None and psw.requires_grad)):
-            return _NativeBag.apply(w, psw, flat, bounds, c.pad, mode)
+            return _NativeBag.apply(w, psw, flat, bounds, c.pad, mode, scale_grad_by_freq)
         return _native_forward(w, psw, flat, bounds, c.pad, mode, False)[0]
-    return composite(c.flat, c.bounds, w, psw, c.pad, mode)
+    return composite(c.flat, c.bounds, w, psw, c.pad, mode, scale_grad_by_freq)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,12 +152,13 @@ def max_winners(values: torch.Tensor, bag: torch.Tensor, num_bags: int) -> tuple
     return best, winner
 
 
-def composite(flat, bounds, w, psw, pad, mode) -> torch.Tensor:
+def composite(flat, bounds, w, psw, pad, mode, scale_grad_by_freq=False) -> torch.Tensor:
     """Bags of checked arguments from differentiable torch operations (a gather, then an index_add,
     or a gather of the winning entries for "max"), differentiable w.r.t. ``w`` and ``psw``."""
     rows, bag, keep = entries(flat, bounds, pad)
     num_bags, dim = bounds.numel() - 1, w.shape[1]
-    values = gather(rows, w)
+    # (the kept rows' counts among the kept entries are their counts in the whole input)
+    values = gather(rows, w, scale_grad_by_freq=scale_grad_by_freq)
     if mode == "max":
         # The gradient of a max goes to the entry that won it: gather that entry, so autograd routes it there.
         _, winner = max_winners(values.detach(), bag, num_bags)
@@ -208,12 +217,12 @@ class _NativeBag(torch.autograd.Function):
     gradients of gradients come from differentiable torch operations instead."""
 
     @staticmethod
-    def forward(ctx, weight, psw, flat, bounds, pad, mode):
+    def forward(ctx, weight, psw, flat, bounds, pad, mode, scale_grad_by_freq=False):
         out, offset2bag, bag_size, winners = _native_forward(weight, psw, flat, bounds, pad, mode, True)
         # the weight only for the per-sample weights' gradient (as torch: then it must not change in place)
         weight_if_needed = weight if psw is not None and psw.requires_grad else None
         ctx.save_for_backward(weight_if_needed, psw, flat, bounds, offset2bag, bag_size, winners)
-        ctx.num_embeddings, ctx.pad, ctx.mode = weight.shape[0], pad, mode
+        ctx.num_embeddings, ctx.pad, ctx.mode, ctx.scale = weight.shape[0], pad, mode, scale_grad_by_freq
         return out
 
     @staticmethod
@@ -224,7 +233,7 @@ class _NativeBag(torch.autograd.Function):
         grad = grad.contiguous()
         if torch.is_grad_enabled():  # create_graph=True: gradients that can be differentiated again
             return (*_differentiable_grads(grad, weight, psw, flat, bounds, bag_size, winners, num_embeddings,
-                                           pad, mode, need_w, need_psw), None, None, None, None)
+                                           pad, mode, need_w, need_psw, ctx.scale), None, None, None, None, None)
         if offset2bag.numel() != flat.numel():  # PyTorch's forward leaves it out when it needs no gradient
             offset2bag = _bag_of_entry(bounds, flat.numel())
         grad_w = grad_psw = None
@@ -232,12 +241,17 @@ class _NativeBag(torch.autograd.Function):
         if need_w and mode == "max":
             grad_w = _max_grad(grad, winners, bag_size, num_embeddings)
         elif need_w:
+            # scale_grad_by_freq is applied here, not by the kernel: torch 2.13's CPU kernel divides some
+            # rows by another index's count (pytorch/pytorch#190063)
             grad_w = torch.ops.aten._embedding_bag_dense_backward(grad, flat, offset2bag, bag_size, winners,
                                                                    num_embeddings, False, MODES[mode], psw, pad_arg)
+            if ctx.scale:
+                counts = torch.bincount(flat, minlength=num_embeddings).clamp(min=1)
+                grad_w = grad_w * (1.0 / counts.double()).to(grad_w.dtype)[:, None]
         if need_psw:
             grad_psw = torch.ops.aten._embedding_bag_per_sample_weights_backward(
                 grad, weight.detach(), flat, bounds, offset2bag, MODES[mode], pad_arg)
-        return grad_w, grad_psw, None, None, None, None
+        return grad_w, grad_psw, None, None, None, None, None
 
 
 def _max_grad(grad, winners, bag_size, num_embeddings) -> torch.Tensor:
@@ -252,7 +266,7 @@ def _max_grad(grad, winners, bag_size, num_embeddings) -> torch.Tensor:
 
 
 def _differentiable_grads(grad, weight, psw, flat, bounds, bag_size, winners, num_embeddings, pad, mode,
-                          need_w, need_psw):
+                          need_w, need_psw, scale_grad_by_freq=False):
     """The same gradients as the backward above, from differentiable torch operations."""
     if mode == "max":  # no per-sample weights with "max"
         return _max_grad(grad, winners, bag_size, num_embeddings) if need_w else None, None
@@ -264,6 +278,9 @@ def _differentiable_grads(grad, weight, psw, flat, bounds, bag_size, winners, nu
             values = values * (psw if keep is None else psw[keep])[:, None]
         if mode == "mean":
             values = values / bag_size.clamp(min=1)[bag, None].to(values.dtype)
+        if scale_grad_by_freq:
+            scale = frequency_scale(flat, num_embeddings, values.dtype)
+            values = values * (scale if keep is None else scale[keep])[:, None]
         grad_w = scatter_add(rows, values, num_embeddings)
     if need_psw:
         kept = (grad[bag] * gather(rows, weight)).sum(-1)
@@ -272,7 +289,7 @@ def _differentiable_grads(grad, weight, psw, flat, bounds, bag_size, winners, nu
 
 
 def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
-                  include_last_offset=False):
+                  include_last_offset=False, max_norm=None, norm_type=2.0, scale_grad_by_freq=False):
     """Reduce each bag of rows to one vector, with the semantics of ``torch.nn.functional.embedding_bag``.
 
     ``indices`` is 1-D with ``offsets`` or 2-D (one bag per row); ``mode`` is "sum", "mean" or "max";
@@ -282,8 +299,16 @@ def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weig
     checked before anything runs. Returns ``(num_bags, D)``. On CUDA with Triton the bags run as the
     kernels of chapter 9, whose gradient follows ``torch.are_deterministic_algorithms_enabled()``
     (atomic adds, or fixed-order sums); on the CPU as PyTorch's own embedding_bag kernels.
+    With ``max_norm``, as ``F.embedding_bag``: every row the indices name whose ``norm_type``-norm
+    exceeds it is rescaled in place in ``weight`` first (outside autograd), after every check.
+    With ``scale_grad_by_freq`` ("sum" and "mean"; "max" refuses it, as torch): the gradient of each
+    row is divided by the number of times its index appears in the whole input.
     """
     w = _tensors.weight(weight)
+    limit = _checks.max_norm(max_norm, norm_type)
+    _checks.bag_scale_grad_by_freq(mode, scale_grad_by_freq)
     c = check(indices, w.shape[0], offsets, mode=mode, per_sample_weights=per_sample_weights,
-              padding_idx=padding_idx, include_last_offset=include_last_offset, device=w.device)
-    return run(c, w, mode)
+              padding_idx=padding_idx, include_last_offset=include_last_offset, device=w.device, dtype=w.dtype)
+    if limit is not None:
+        unchecked_renorm_(w, c.flat, limit, float(norm_type))
+    return run(c, w, mode, bool(scale_grad_by_freq))

@@ -11,22 +11,42 @@ from torch import nn
 from embedlib import _checks
 from embedlib.torch import _tensors, bag
 from embedlib.torch.lookup import gather
-from embedlib.torch.renorm import unchecked_renorm_
+from embedlib.torch._tensors import unchecked_renorm_
+
+
+def _not_implemented(sparse) -> None:
+    """Options PyTorch's layers take that embedlib does not implement yet: refused, never ignored."""
+    if sparse:
+        raise NotImplementedError("sparse=True (sparse gradients) is not implemented in embedlib yet")
 
 
 class _Table(nn.Module):
     """What both layers share: the weight Parameter, its initialisation and its options."""
 
     def __init__(self, num_embeddings, embedding_dim, *, padding_idx=None, max_norm=None, norm_type=2.0,
-                 seed=None, device=None, dtype=None):
+                 scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, seed=None, device=None,
+                 dtype=None):
         super().__init__()
         num_embeddings = _checks.count(num_embeddings, "num_embeddings")
         embedding_dim = _checks.count(embedding_dim, "embedding_dim")
-        self.padding_idx = _checks.padding_idx(padding_idx, num_embeddings)
-        self.max_norm = _checks.max_norm(max_norm, norm_type)
-        self.norm_type = float(norm_type)
-        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
-        self.reset_parameters(seed)
+        padding_idx = _checks.padding_idx(padding_idx, num_embeddings)
+        limit = _checks.max_norm(max_norm, norm_type)
+        _not_implemented(sparse)
+        if _weight is not None:
+            w = _tensors.weight(_weight, "_weight")
+            if tuple(w.shape) != (num_embeddings, embedding_dim):
+                raise ValueError(f"_weight must have shape (num_embeddings, embedding_dim) = "
+                                 f"{(num_embeddings, embedding_dim)}, got {tuple(w.shape)}")
+            if seed is not None:
+                raise ValueError("seed chooses random initial weights: it has no meaning with _weight")
+        self.padding_idx, self.max_norm, self.norm_type = padding_idx, limit, float(norm_type)
+        self.scale_grad_by_freq, self.sparse = bool(scale_grad_by_freq), False
+        if _weight is None:
+            self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype),
+                                       requires_grad=not _freeze)
+            self.reset_parameters(seed)
+        else:  # as torch: the Parameter shares _weight's memory, and its padding row is used as given
+            self.weight = nn.Parameter(w, requires_grad=not _freeze)
 
     @torch.no_grad()
     def reset_parameters(self, seed=None) -> None:
@@ -55,38 +75,77 @@ class _Table(nn.Module):
         return self.weight.shape[1]
 
     def extra_repr(self) -> str:
-        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("padding_idx", "max_norm", "mode")
-                        if getattr(self, k, None) is not None)
+        """As torch's layers: the options that differ from the defaults, in torch's order."""
+        names = (("padding_idx", "max_norm", "norm_type", "scale_grad_by_freq") if isinstance(self, Embedding)
+                 else ("max_norm", "norm_type", "scale_grad_by_freq", "mode", "padding_idx"))
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in names
+                        if getattr(self, k, None) is not None and getattr(self, k) is not False
+                        and not (k == "norm_type" and self.norm_type == 2))
         return f"{self.num_embeddings}, {self.embedding_dim}{extra}"
 
 
 class Embedding(_Table):
     """An embedding layer (chapter 5): ``forward(indices)`` returns ``weight[indices]``, matching ``nn.Embedding``
-    (zero, never-updated ``padding_idx`` row; ``max_norm`` rescales looked-up rows in place)."""
+    (zero, never-updated ``padding_idx`` row; ``max_norm`` rescales looked-up rows in place).
+
+    The arguments are ``nn.Embedding``'s, in its order; ``seed`` (keyword only) makes the initial weights
+    reproducible. ``sparse=True`` is not implemented (NotImplementedError)."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
+                 scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None, dtype=None,
+                 *, seed=None):
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, max_norm=max_norm,
+                         norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq, sparse=sparse,
+                         _weight=_weight, _freeze=_freeze, seed=seed, device=device, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze=True, padding_idx=None, max_norm=None, norm_type=2.0,
+                        scale_grad_by_freq=False, sparse=False):
+        """As ``nn.Embedding.from_pretrained``: the layer's weight Parameter shares ``embeddings``' memory
+        (``max_norm`` and training change ``embeddings`` itself), trainable only with ``freeze=False``;
+        the padding row is used as given. :meth:`from_weight` copies instead."""
+        w = _tensors.weight(embeddings, "embeddings")
+        return cls(w.shape[0], w.shape[1], padding_idx=padding_idx, max_norm=max_norm, norm_type=norm_type,
+                   scale_grad_by_freq=scale_grad_by_freq, sparse=sparse, _weight=w, _freeze=freeze)
 
     def forward(self, indices) -> torch.Tensor:
         idx = _tensors.indices(indices, self.weight.device)
         _tensors.in_range(idx, self.num_embeddings)
         if self.max_norm is not None:
             unchecked_renorm_(self.weight, idx, self.max_norm, self.norm_type)
-        return gather(idx, self.weight, self.padding_idx)
+        return gather(idx, self.weight, self.padding_idx, scale_grad_by_freq=self.scale_grad_by_freq)
 
 
 class EmbeddingBag(_Table):
     """A bag layer (chapters 5 and 8): ``forward(indices, offsets=None, per_sample_weights=None)``, matching
     ``nn.EmbeddingBag`` (modes "sum", "mean", "max"; ``padding_idx``; ``include_last_offset``)."""
 
-    def __init__(self, num_embeddings, embedding_dim, *, mode="mean", padding_idx=None, max_norm=None,
-                 norm_type=2.0, include_last_offset=False, seed=None, device=None, dtype=None):
+    def __init__(self, num_embeddings, embedding_dim, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+                 mode="mean", sparse=False, _weight=None, include_last_offset=False, padding_idx=None, device=None,
+                 dtype=None, *, seed=None):
         _checks.bag_mode(mode, False)
-        self.mode, self.include_last_offset = mode, bool(include_last_offset)
+        _checks.bag_scale_grad_by_freq(mode, scale_grad_by_freq)
         super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, max_norm=max_norm,
-                         norm_type=norm_type, seed=seed, device=device, dtype=dtype)
+                         norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq, sparse=sparse,
+                         _weight=_weight, seed=seed, device=device, dtype=dtype)
+        self.mode, self.include_last_offset = mode, bool(include_last_offset)
+
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze=True, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+                        mode="mean", sparse=False, include_last_offset=False, padding_idx=None):
+        """As ``nn.EmbeddingBag.from_pretrained``: the weight Parameter shares ``embeddings``' memory,
+        trainable only with ``freeze=False``; the padding row is used as given."""
+        w = _tensors.weight(embeddings, "embeddings")
+        layer = cls(w.shape[0], w.shape[1], max_norm=max_norm, norm_type=norm_type,
+                    scale_grad_by_freq=scale_grad_by_freq, mode=mode, sparse=sparse, _weight=w,
+                    include_last_offset=include_last_offset, padding_idx=padding_idx)
+        layer.weight.requires_grad_(not freeze)
+        return layer
 
     def forward(self, indices, offsets=None, per_sample_weights=None) -> torch.Tensor:
         c = bag.check(indices, self.num_embeddings, offsets, mode=self.mode, per_sample_weights=per_sample_weights,
                       padding_idx=self.padding_idx, include_last_offset=self.include_last_offset,
-                      device=self.weight.device)
+                      device=self.weight.device, dtype=self.weight.dtype)
         if self.max_norm is not None:  # torch renormalises every row the input names
             unchecked_renorm_(self.weight, c.flat, self.max_norm, self.norm_type)
-        return bag.run(c, self.weight, self.mode)
+        return bag.run(c, self.weight, self.mode, self.scale_grad_by_freq)

@@ -11,11 +11,22 @@ import torch
 
 from embedlib import _checks
 from embedlib.torch import _tensors, _triton
+from embedlib.torch._tensors import unchecked_renorm_
 
 
-def gather(idx: torch.Tensor, weight: torch.Tensor, padding_idx=None, deterministic=None) -> torch.Tensor:
+def gather(idx: torch.Tensor, weight: torch.Tensor, padding_idx=None, deterministic=None,
+           scale_grad_by_freq: bool = False) -> torch.Tensor:
     """Lookup without argument checks, for callers that have checked already."""
-    return _Lookup.apply(idx, weight, padding_idx, _triton.deterministic_mode(deterministic))
+    return _Lookup.apply(idx, weight, padding_idx, _triton.deterministic_mode(deterministic),
+                         bool(scale_grad_by_freq))
+
+
+def frequency_scale(idx: torch.Tensor, num_embeddings: int, dtype) -> torch.Tensor:
+    """``scale_grad_by_freq``: ``1 / count`` of each entry's index among all of ``idx``, shape ``idx.shape``
+    (what torch multiplies each gradient row by before adding it into the table's gradient)."""
+    flat = idx.reshape(-1).long()
+    counts = torch.bincount(flat, minlength=num_embeddings)
+    return (1.0 / counts[flat].double()).to(dtype).reshape(idx.shape)
 
 
 def scatter_add(idx: torch.Tensor, grad: torch.Tensor, num_embeddings: int, padding_idx=None,
@@ -73,9 +84,10 @@ class _ScatterAdd(torch.autograd.Function):
 
 class _Lookup(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, idx, weight, padding_idx, deterministic):
+    def forward(ctx, idx, weight, padding_idx, deterministic, scale_grad_by_freq=False):
         ctx.save_for_backward(idx)
         ctx.num_embeddings, ctx.padding_idx, ctx.deterministic = weight.shape[0], padding_idx, deterministic
+        ctx.scale_grad_by_freq = scale_grad_by_freq
         if _triton.enabled(weight):
             return _triton.gather(idx, weight)
         return weight.index_select(0, _index_vector(idx)).reshape(*idx.shape, weight.shape[1])
@@ -85,11 +97,14 @@ class _Lookup(torch.autograd.Function):
         (idx,) = ctx.saved_tensors
         grad = None
         if ctx.needs_input_grad[1]:
+            if ctx.scale_grad_by_freq:  # each row's gradient divided by how often its index appears
+                grad_output = grad_output * frequency_scale(idx, ctx.num_embeddings, grad_output.dtype)[..., None]
             grad = scatter_add(idx, grad_output, ctx.num_embeddings, ctx.padding_idx, ctx.deterministic)
-        return None, grad, None, None
+        return None, grad, None, None, None
 
 
-def lookup(indices, weight, *, padding_idx=None, deterministic=None):
+def lookup(indices, weight, *, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+           deterministic=None):
     """The lookup (chapters 2 and 5): rows of ``weight`` selected by ``indices``, shape
     ``(*indices.shape, D)``, differentiable.
 
@@ -98,12 +113,20 @@ def lookup(indices, weight, *, padding_idx=None, deterministic=None):
     ``deterministic`` chooses the backward: True adds repeated rows in a fixed order (the same bits
     on every run), False lets the GPU use atomic adds (faster), None (the default) follows
     ``torch.are_deterministic_algorithms_enabled()``. On the CPU every choice is deterministic.
+    With ``max_norm``, as ``F.embedding``: the rows named by ``indices`` whose ``norm_type``-norm
+    exceeds it are rescaled in place in ``weight`` first (outside autograd), after every check.
+    With ``scale_grad_by_freq``, as ``F.embedding``: the gradient of each row is divided by the number
+    of times its index appears in ``indices``.
     """
     w = _tensors.weight(weight)
     idx = _tensors.indices(indices, w.device)
     _tensors.in_range(idx, w.shape[0])
     pad = _checks.padding_idx(padding_idx, w.shape[0])
-    return gather(idx, w, pad, _triton.deterministic_mode(deterministic))
+    limit = _checks.max_norm(max_norm, norm_type)
+    mode = _triton.deterministic_mode(deterministic)
+    if limit is not None:
+        unchecked_renorm_(w, idx, limit, float(norm_type))
+    return gather(idx, w, pad, mode, bool(scale_grad_by_freq))
 
 
 def lookup_backward(indices, grad_output, num_embeddings, *, padding_idx=None, deterministic=None):

@@ -5,6 +5,7 @@ import torch
 
 from embedlib import _checks
 from embedlib.torch import _tensors
+from embedlib.torch._tensors import unchecked_renorm_
 
 
 def renorm_(weight, indices, max_norm, *, norm_type=2.0):
@@ -20,11 +21,3 @@ def renorm_(weight, indices, max_norm, *, norm_type=2.0):
     _tensors.in_range(idx, w.shape[0])
     unchecked_renorm_(w, idx, limit, norm_type)
     return weight
-
-
-@torch.no_grad()
-def unchecked_renorm_(w: torch.Tensor, idx: torch.Tensor, max_norm: float, norm_type: float) -> None:
-    rows = torch.unique(idx.reshape(-1).long())
-    norms = torch.linalg.vector_norm(w[rows], ord=norm_type, dim=1, dtype=torch.float64)
-    scale = torch.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).to(w.dtype)
-    w[rows] = w[rows] * scale[:, None]
