@@ -193,3 +193,10 @@ METRICS = ("cosine", "dot", "euclidean")
 def metric(name: str) -> None:
     if name not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {name!r}")
+
+
+def sparse_gradients(sparse) -> None:
+    """``sparse=True`` (PyTorch's sparse COO gradients) is refused by name, never silently ignored:
+    the layers of both backends take the option, in PyTorch's order, but do not implement it yet."""
+    if sparse:
+        raise NotImplementedError("sparse=True (sparse gradients) is not implemented in embedlib yet")

@@ -43,9 +43,7 @@ class _Table:
         embedding_dim = _checks.count(embedding_dim, "embedding_dim")
         _checks.padding_idx(padding_idx, num_embeddings)
         _checks.max_norm(max_norm, norm_type)
-        if sparse:
-            raise NotImplementedError("sparse=True (torch's sparse gradients) is not implemented in embedlib yet "
-                                      "(the NumPy layers' backward always returns a SparseGrad)")
+        _checks.sparse_gradients(sparse)  # (the NumPy backward always returns a SparseGrad)
         if device not in (None, "cpu"):
             raise ValueError(f"the NumPy layers live on the CPU: device must be None or 'cpu', got {device!r}")
         if _weight is not None:  # as torch: the layer holds _weight itself, padding row as given

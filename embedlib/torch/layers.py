@@ -14,12 +14,6 @@ from embedlib.torch.lookup import gather
 from embedlib.torch._tensors import unchecked_renorm_
 
 
-def _not_implemented(sparse) -> None:
-    """Options PyTorch's layers take that embedlib does not implement yet: refused, never ignored."""
-    if sparse:
-        raise NotImplementedError("sparse=True (sparse gradients) is not implemented in embedlib yet")
-
-
 class _Table(nn.Module):
     """What both layers share: the weight Parameter, its initialisation and its options."""
 
@@ -31,7 +25,7 @@ class _Table(nn.Module):
         embedding_dim = _checks.count(embedding_dim, "embedding_dim")
         padding_idx = _checks.padding_idx(padding_idx, num_embeddings)
         limit = _checks.max_norm(max_norm, norm_type)
-        _not_implemented(sparse)
+        _checks.sparse_gradients(sparse)
         if _weight is not None:
             w = _tensors.weight(_weight, "_weight")
             if tuple(w.shape) != (num_embeddings, embedding_dim):
