@@ -48,16 +48,21 @@ def index_dtype(kind: str, dtype_name: str, what: str = "indices") -> None:
 def index_range(lowest: int, highest: int, num_embeddings: int, what: str = "index") -> None:
     """Every index must lie in ``[0, num_embeddings)``; name the first bad value found."""
     if lowest < 0:
-        raise IndexError(
-            f"{what} {lowest} is out of range for num_embeddings={num_embeddings}: negative indices are "
-            f"not allowed (NumPy would silently wrap {lowest} to row {num_embeddings + lowest}); "
+        raise out_of_range(lowest, num_embeddings, what)
+    if highest >= num_embeddings:
+        raise out_of_range(highest, num_embeddings, what)
+
+
+def out_of_range(value: int, num_embeddings: int, what: str = "index") -> IndexError:
+    """The error for one index outside ``[0, num_embeddings)`` (raised by the caller)."""
+    if value < 0:
+        return IndexError(
+            f"{what} {value} is out of range for num_embeddings={num_embeddings}: negative indices are "
+            f"not allowed (NumPy would silently wrap {value} to row {num_embeddings + value}); "
             f"valid indices are 0..{num_embeddings - 1}"
         )
-    if highest >= num_embeddings:
-        valid = f"0..{num_embeddings - 1}" if num_embeddings else "none (the table is empty)"
-        raise IndexError(
-            f"{what} {highest} is out of range for num_embeddings={num_embeddings}; valid indices are {valid}"
-        )
+    valid = f"0..{num_embeddings - 1}" if num_embeddings else "none (the table is empty)"
+    return IndexError(f"{what} {value} is out of range for num_embeddings={num_embeddings}; valid indices are {valid}")
 
 
 def weight_shape(shape: tuple) -> None:
@@ -195,8 +200,13 @@ def metric(name: str) -> None:
         raise ValueError(f"metric must be one of {METRICS}, got {name!r}")
 
 
-def sparse_gradients(sparse) -> None:
-    """``sparse=True`` (PyTorch's sparse COO gradients) is refused by name, never silently ignored:
-    the layers of both backends take the option, in PyTorch's order, but do not implement it yet."""
-    if sparse:
-        raise NotImplementedError("sparse=True (sparse gradients) is not implemented in embedlib yet")
+def sparse_gradients(sparse, mode=None) -> bool:
+    """``sparse=True`` (the weight's gradient as a sparse tensor of the rows the input touched), not with
+    a max bag (as torch). With ``scale_grad_by_freq`` too, where torch's backward fails, each sparse row
+    is divided by its index's count. Returns it as a bool."""
+    if sparse not in (True, False):
+        raise TypeError(f"sparse must be True or False, got {sparse!r}")
+    if sparse and mode == "max":
+        raise ValueError("sparse=True is not supported with mode='max' (as torch): use mode 'sum' or 'mean', "
+                         "or dense gradients")
+    return bool(sparse)

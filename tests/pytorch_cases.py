@@ -35,7 +35,7 @@ PREC = {torch.float32: 1e-5, torch.float64: 1e-5, torch.float16: 1e-2, torch.bfl
 
 #: the options each OpInfo sample may carry, and the feature of embedlib that each needs
 FUNCTION_ONLY_OPTIONS = ("max_norm", "norm_type")  # in the layers, and (issue 12) in the functions too
-UNSUPPORTED_OPTIONS = ("scale_grad_by_freq", "sparse")
+GRADIENT_OPTIONS = ("scale_grad_by_freq", "sparse")
 
 
 @dataclass

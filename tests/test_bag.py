@@ -646,3 +646,78 @@ def test_torch_bag_scale_grad_by_freq_refuses_max_like_torch():
     with pytest.raises(ValueError, match="scale_grad_by_freq is not supported with mode='max'"):
         TORCH.el.EmbeddingBag(4, 2, mode="max", scale_grad_by_freq=True)
     assert torch.equal(w, before)
+
+
+# torch: sparse=True gradients and forward-mode AD (issue 12)
+# --------------------------------------------------------------------------------------------------
+def _torch_case(case: BagCase, requires_grad=True):
+    w = torch.from_numpy(case.weight.copy()).requires_grad_(requires_grad)
+    psw = None
+    if case.per_sample_weights is not None:
+        psw = torch.from_numpy(case.per_sample_weights.copy()).requires_grad_(requires_grad)
+    offsets = None if case.offsets is None else torch.from_numpy(case.offsets)
+    return torch.from_numpy(case.indices), w, offsets, psw
+
+
+@given(case=bag_cases(modes=("sum", "mean")), freq=st.booleans())
+def test_torch_sparse_bag_gradient_is_F_embedding_bags(case, freq):
+    idx, w, offsets, psw = _torch_case(case)
+    kw = dict(case.kwargs(), per_sample_weights=psw, scale_grad_by_freq=freq)
+    out = TORCH.el.embedding_bag(idx, w, offsets, sparse=True, **kw)
+    dense_w = w.detach().clone().requires_grad_()
+    dense = TORCH.el.embedding_bag(idx, dense_w, offsets, **kw)
+    g = torch.from_numpy(np.random.default_rng(5).standard_normal(tuple(out.shape)).astype(case.weight.dtype))
+    out.backward(g)
+    dense.backward(g)
+    assert w.grad.is_sparse and w.grad.shape == dense_w.grad.shape
+    t = tol(case.weight.dtype)
+    np.testing.assert_allclose(w.grad.to_dense().numpy(), dense_w.grad.numpy(), **t)
+    if freq or (case.indices.ndim == 2 and case.indices.shape[1] == 0):
+        return  # torch's backward refuses sparse=True with scale_grad_by_freq; torch fails on (B, 0)
+    ref_w = torch.from_numpy(case.weight.copy()).requires_grad_()
+    ref_psw = None if psw is None else psw.detach().clone()
+    ref = F.embedding_bag(idx.long(), ref_w, None if offsets is None else offsets.long(), sparse=True,
+                          **dict(case.kwargs(), per_sample_weights=ref_psw))
+    ref.backward(g)
+    assert torch.equal(w.grad._indices(), ref_w.grad._indices())
+    np.testing.assert_allclose(w.grad._values().numpy(), ref_w.grad._values().numpy(), **t)
+
+
+@pytest.mark.parametrize("layer", [False, True], ids=["function", "layer"])
+def test_torch_sparse_max_bag_is_refused_as_in_torch(layer):
+    w = torch.randn(4, 2)
+    with pytest.raises(ValueError, match="sparse=True is not supported with mode='max'"):
+        if layer:
+            TORCH.el.EmbeddingBag(4, 2, mode="max", sparse=True)
+        else:
+            TORCH.el.embedding_bag([[0, 1]], w, mode="max", sparse=True)
+    with pytest.raises(ValueError, match="sparse=True is not supported with mode='max'"):
+        NUMPY.el.EmbeddingBag(4, 2, mode="max", sparse=True)
+    with pytest.raises(ValueError, match="max mode does not support sparse"):
+        F.embedding_bag(torch.tensor([[0, 1]]), w, mode="max", sparse=True)
+
+
+@given(case=bag_cases(dtype=np.float64, max_rows=6))
+def test_torch_bag_forward_mode_ad_equals_the_jacobian_times_the_tangent(case):
+    # PyTorch's own embedding_bag has no forward-mode AD (NotImplementedError in torch 2.13): the
+    # reference is the Jacobian that reverse mode gives (tested against F.embedding_bag above)
+    idx, w, offsets, psw = _torch_case(case, requires_grad=False)
+    kw = case.kwargs()
+    rng = np.random.default_rng(7)
+    primals, tangents = (w,), (torch.from_numpy(rng.standard_normal(w.shape)),)
+    if psw is not None:
+        primals, tangents = (w, psw), (tangents[0], torch.from_numpy(rng.standard_normal(psw.shape)))
+
+    def bags(*args):
+        return TORCH.el.embedding_bag(idx, args[0], offsets, **dict(kw, per_sample_weights=args[1] if psw is not None
+                                                                   else None))
+
+    out, out_tangent = torch.func.jvp(bags, primals, tangents)
+    jacobians = torch.autograd.functional.jacobian(bags, primals)
+    expected = sum((j.reshape(out.numel(), -1) @ t.reshape(-1)).reshape(out.shape)
+                   for j, t in zip(jacobians, tangents))
+    torch.testing.assert_close(out_tangent, expected, rtol=1e-12, atol=1e-12)
+    with torch.autograd.forward_ad.dual_level():  # the other forward-mode API: dual tensors
+        duals = [torch.autograd.forward_ad.make_dual(p, t) for p, t in zip(primals, tangents)]
+        dual_tangent = torch.autograd.forward_ad.unpack_dual(bags(*duals)).tangent
+    torch.testing.assert_close(dual_tangent, expected, rtol=1e-12, atol=1e-12)

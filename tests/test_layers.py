@@ -2,6 +2,8 @@
 both against torch.nn.Embedding and torch.nn.EmbeddingBag."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -405,14 +407,40 @@ def test_torch_positional_arguments_match_nn():
     assert torch.equal(tel.Embedding(10, 3, seed=7).weight, tel.Embedding(10, 3, seed=7).weight)
 
 
-@pytest.mark.parametrize("option", ["sparse"])
+@pytest.mark.parametrize("optimizer", ["SGD", "SparseAdam", "Adagrad"])
 @pytest.mark.parametrize("cls", ["Embedding", "EmbeddingBag"])
-def test_torch_unimplemented_options_are_refused(cls, option):
-    with pytest.raises(NotImplementedError, match=option):
-        getattr(tel, cls)(5, 2, **{option: True})
-    with pytest.raises(NotImplementedError, match=option):
-        getattr(tel, cls).from_pretrained(torch.randn(5, 2), **{option: True})
-    getattr(tel, cls)(5, 2, **{option: False})  # the default, accepted
+def test_torch_sparse_layers_train_like_torchs_with_sparse_optimizers(cls, optimizer):
+    # sparse=True: the weight's gradient is a sparse COO tensor that torch's sparse optimizers take;
+    # three steps give the same table as nn.Embedding / nn.EmbeddingBag with sparse=True
+    w = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    opts = dict(padding_idx=1) if cls == "Embedding" else dict(mode="sum", padding_idx=1)
+    ours = getattr(tel, cls).from_pretrained(w.clone(), freeze=False, sparse=True, **opts)
+    theirs = getattr(nn, cls).from_pretrained(w.clone(), freeze=False, sparse=True, **opts)
+    assert ours.sparse and theirs.sparse
+    batches = [torch.tensor([[0, 2, 2], [7, 1, 3]]), torch.tensor([[5, 5, 5], [0, 6, 1]]),
+               torch.tensor([[4, 2, 0], [3, 3, 7]])]
+    for layer in (ours, theirs):
+        # (Adagrad builds sparse tensors without saying whether torch should check them: it warns)
+        warnings.filterwarnings("ignore", "Sparse invariant checks are implicitly disabled", UserWarning)
+        opt = getattr(torch.optim, optimizer)(layer.parameters(), lr=0.1)
+        for batch in batches:
+            opt.zero_grad()
+            layer(batch).pow(2).sum().backward()
+            assert layer.weight.grad.is_sparse
+            opt.step()
+    torch.testing.assert_close(ours.weight, theirs.weight, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(ours.weight, w)
+
+
+def test_sparse_option_is_a_bool_and_numpy_layers_accept_it():
+    with pytest.raises(TypeError, match="sparse must be True or False"):
+        tel.Embedding(5, 2, sparse="yes")
+    e = npel.Embedding(5, 2, sparse=True, seed=0)  # the NumPy gradient is a SparseGrad either way
+    assert e.sparse and not npel.Embedding(5, 2).sparse
+    e([1, 1, 3])
+    grad = e.backward(np.ones((3, 2)))
+    assert grad.rows.tolist() == [1, 3] and grad.values.tolist() == [[2, 2], [1, 1]]
+    assert npel.EmbeddingBag.from_pretrained(np.ones((3, 2)), sparse=True).sparse
 
 
 def test_torch_weight_argument_is_checked():
@@ -577,8 +605,6 @@ def test_numpy_constructor_takes_torchs_arguments():
     b = npel.EmbeddingBag(5, 2, None, 2.0, False, "sum", False, w, True, 1)
     assert b.weight is w and (b.mode, b.include_last_offset, b.padding_idx) == ("sum", True, 1)
     assert npel.Embedding(5, 2, device="cpu", dtype=np.float64).weight.dtype == np.float64
-    with pytest.raises(NotImplementedError, match="sparse"):
-        npel.Embedding(5, 2, sparse=True)
     with pytest.raises(ValueError, match="device"):
         npel.EmbeddingBag(5, 2, device="cuda")
     with pytest.raises(ValueError, match="_weight must have shape"):

@@ -336,3 +336,69 @@ def test_torch_scale_grad_by_freq_double_backward_like_f_embedding():
     counts = torch.bincount(idx, minlength=6)[idx].double()
     torch.testing.assert_close(grads[0][1], v[idx] / counts[:, None])
     torch.testing.assert_close(grads[1][1], v[idx])  # torch's, without the scale
+
+
+# torch: sparse=True gradients and forward-mode AD (issue 12)
+# --------------------------------------------------------------------------------------------------
+@given(case=lookup_cases(random=True), data=st.data())
+def test_torch_sparse_lookup_gradient_is_F_embeddings_bit_for_bit(case, data):
+    idx, w = case
+    v = w.shape[0]
+    pad = data.draw(st.one_of(st.none(), st.integers(-v, v - 1)))
+    freq = data.draw(st.booleans())
+    idx_t = torch.from_numpy(idx.astype(np.int64))
+    g = torch.from_numpy(np.random.default_rng(1).standard_normal(idx.shape + (w.shape[1],)).astype(w.dtype))
+    mine, dense, ref = (torch.from_numpy(w.copy()).requires_grad_() for _ in range(3))
+    TORCH.el.lookup(idx_t, mine, padding_idx=pad, sparse=True, scale_grad_by_freq=freq).backward(g)
+    TORCH.el.lookup(idx_t, dense, padding_idx=pad, scale_grad_by_freq=freq).backward(g)
+    assert mine.grad.is_sparse and mine.grad.shape == w.shape
+    np.testing.assert_allclose(mine.grad.to_dense().numpy(), dense.grad.numpy(), **tol(w.dtype))
+    if freq or (idx.ndim == 0 and pad is not None):
+        # torch's backward refuses sparse=True with scale_grad_by_freq, and fails ("too many indices for
+        # tensor of dimension 0") on one index with a padding_idx: compared with the dense one only
+        return
+    F.embedding(idx_t, ref, padding_idx=pad, sparse=True).backward(g)
+    assert torch.equal(mine.grad._indices(), ref.grad._indices())
+    assert torch.equal(mine.grad._values(), ref.grad._values())
+
+
+def test_torch_sparse_lookup_gradient_of_gradient_like_f_embedding():
+    w = torch.randn(6, 3, dtype=torch.float64)
+    idx = torch.tensor([[1, 2, 1], [5, 2, 0]])
+    grads = []
+    for fn in (TORCH.el.lookup, F.embedding):
+        weight = w.clone().requires_grad_()
+        (g,) = torch.autograd.grad(fn(idx, weight, sparse=True).pow(2).sum(), weight, create_graph=True)
+        g.to_dense().pow(2).sum().backward()
+        grads.append((g.to_dense(), weight.grad.to_dense()))
+    for mine, theirs in zip(*grads):
+        torch.testing.assert_close(mine, theirs)
+
+
+@given(case=lookup_cases(random=True), data=st.data())
+def test_torch_lookup_forward_mode_ad_like_f_embedding(case, data):
+    idx, w = case
+    v = w.shape[0]
+    pad = data.draw(st.one_of(st.none(), st.integers(-v, v - 1)))
+    idx_t, w_t = torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(w)
+    tangent = torch.from_numpy(np.random.default_rng(3).standard_normal(w.shape).astype(w.dtype))
+    mine = torch.func.jvp(lambda x: TORCH.el.lookup(idx_t, x, padding_idx=pad), (w_t,), (tangent,))
+    theirs = torch.func.jvp(lambda x: F.embedding(idx_t, x, padding_idx=pad), (w_t,), (tangent,))
+    assert torch.equal(mine[0], theirs[0]) and torch.equal(mine[1], theirs[1])
+    with torch.autograd.forward_ad.dual_level():  # the other forward-mode API: dual tensors
+        out = TORCH.el.lookup(idx_t, torch.autograd.forward_ad.make_dual(w_t, tangent), padding_idx=pad)
+        assert torch.equal(torch.autograd.forward_ad.unpack_dual(out).tangent, theirs[1])
+
+
+@given(data=st.data(), v=st.integers(1, 6), d=st.integers(1, 3))
+def test_torch_lookup_backward_forward_mode_ad_is_lookup_backward_of_the_tangent(data, v, d):
+    idx = torch.from_numpy(data.draw(indices(v)).astype(np.int64))
+    g, tangent = torch.randn(*idx.shape, d, dtype=torch.float64), torch.randn(*idx.shape, d, dtype=torch.float64)
+    pad = data.draw(st.one_of(st.none(), st.integers(0, v - 1)))
+    out, out_tangent = torch.func.jvp(lambda x: TORCH.el.lookup_backward(idx, x, v, padding_idx=pad), (g,), (tangent,))
+    assert torch.equal(out_tangent, TORCH.el.lookup_backward(idx, tangent, v, padding_idx=pad))
+
+
+def test_lookup_sparse_must_be_a_bool(backend=None):
+    with pytest.raises(TypeError, match="sparse must be True or False"):
+        TORCH.el.lookup([1], torch.zeros(2, 2), sparse="yes")

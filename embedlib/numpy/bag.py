@@ -115,7 +115,7 @@ def backward(p: BagPlan, argmax, grad_output: np.ndarray):
 
 
 def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
-                  include_last_offset=False, max_norm=None, norm_type=2.0, scale_grad_by_freq=False):
+                  include_last_offset=False, max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False):
     """Reduce each bag of rows to one vector (chapters 2 and 8), as ``F.embedding_bag`` does.
 
     ``indices`` is 1-D with ``offsets`` (bag ``i`` is ``indices[offsets[i]:offsets[i+1]]``) or 2-D
@@ -124,11 +124,13 @@ def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weig
     Empty bags give zeros. Returns ``(num_bags, D)``. With ``max_norm``, as ``F.embedding_bag``: every
     row the indices name whose ``norm_type``-norm exceeds it is rescaled in place in ``weight`` (which
     must then be a NumPy array) first, after every check. ``scale_grad_by_freq`` only matters for
-    gradients (the NumPy layer applies it); here it is checked as in torch ("max" refuses it).
+    gradients (the NumPy layer applies it); here it is checked as in torch ("max" refuses it), and so
+    is ``sparse`` (the NumPy layer's gradients are sparse rows either way).
     """
     w = _arrays.weight(weight)
     limit = _checks.max_norm(max_norm, norm_type)
     _checks.bag_scale_grad_by_freq(mode, scale_grad_by_freq)
+    _checks.sparse_gradients(sparse, mode)
     if limit is not None:
         _arrays.in_place(weight, "max_norm")
     p = plan(indices, w.shape[0], offsets, mode=mode, per_sample_weights=per_sample_weights,

@@ -35,6 +35,8 @@ class _Table:
 
     #: divide each row's gradient by the number of times its index appears in the batch (as torch)
     scale_grad_by_freq = False
+    #: accepted as in torch (where torch accepts it); the NumPy gradient is a SparseGrad either way
+    sparse = False
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
                  scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None,
@@ -43,7 +45,8 @@ class _Table:
         embedding_dim = _checks.count(embedding_dim, "embedding_dim")
         _checks.padding_idx(padding_idx, num_embeddings)
         _checks.max_norm(max_norm, norm_type)
-        _checks.sparse_gradients(sparse)  # (the NumPy backward always returns a SparseGrad)
+        # the NumPy backward always returns a SparseGrad; sparse=True is refused where torch refuses it
+        sparse = _checks.sparse_gradients(sparse, getattr(self, "mode", None))
         if device not in (None, "cpu"):
             raise ValueError(f"the NumPy layers live on the CPU: device must be None or 'cpu', got {device!r}")
         if _weight is not None:  # as torch: the layer holds _weight itself, padding row as given
@@ -58,7 +61,7 @@ class _Table:
                 raise ValueError("seed chooses random initial weights: it has no meaning with _weight")
         else:
             weight = np.random.default_rng(seed).standard_normal((num_embeddings, embedding_dim)).astype(dtype)
-        self.scale_grad_by_freq = bool(scale_grad_by_freq)
+        self.scale_grad_by_freq, self.sparse = bool(scale_grad_by_freq), sparse
         self._setup(weight, padding_idx, max_norm, norm_type)
         self.frozen = bool(_freeze)
         if self.padding_idx is not None and _weight is None:
@@ -84,17 +87,19 @@ class _Table:
         return layer
 
     @classmethod
-    def _pretrained(cls, embeddings, freeze, padding_idx, max_norm, norm_type, scale_grad_by_freq, **options):
+    def _pretrained(cls, embeddings, freeze, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse,
+                    **options):
         if not isinstance(embeddings, np.ndarray):
             raise TypeError(f"from_pretrained shares the array embeddings, so it must be a NumPy array, got "
                             f"{type(embeddings).__name__} (from_weight copies any array-like)")
         w = _arrays.weight(embeddings, "embeddings")
         padding_idx = _checks.padding_idx(padding_idx, w.shape[0])
         _checks.max_norm(max_norm, norm_type)
+        sparse = _checks.sparse_gradients(sparse, options.get("mode"))
         layer = cls.__new__(cls)
         for name, value in options.items():
             setattr(layer, name, value)
-        layer.scale_grad_by_freq = bool(scale_grad_by_freq)
+        layer.scale_grad_by_freq, layer.sparse = bool(scale_grad_by_freq), sparse
         layer._setup(w, padding_idx, max_norm, norm_type)
         layer.frozen = bool(freeze)
         return layer
@@ -152,11 +157,11 @@ class Embedding(_Table):
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze=True, padding_idx=None, max_norm=None, norm_type=2.0,
-                        scale_grad_by_freq=False):
+                        scale_grad_by_freq=False, sparse=False):
         """As ``nn.Embedding.from_pretrained``: the layer holds the NumPy array ``embeddings`` itself (no
         copy: ``max_norm`` and ``step`` change it), and with ``freeze=True`` keeps no gradient, so ``step``
         leaves it unchanged. The padding row is used as given. :meth:`from_weight` copies instead."""
-        return cls._pretrained(embeddings, freeze, padding_idx, max_norm, norm_type, scale_grad_by_freq)
+        return cls._pretrained(embeddings, freeze, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse)
 
     def forward(self, indices):
         idx = _arrays.indices(indices)
@@ -204,11 +209,11 @@ class EmbeddingBag(_Table):
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze=True, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
-                        mode="mean", *, include_last_offset=False, padding_idx=None):
+                        mode="mean", sparse=False, include_last_offset=False, padding_idx=None):
         """As ``nn.EmbeddingBag.from_pretrained`` (see :meth:`Embedding.from_pretrained`): shares the array."""
         _checks.bag_mode(mode, False)
         _checks.bag_scale_grad_by_freq(mode, scale_grad_by_freq)
-        return cls._pretrained(embeddings, freeze, padding_idx, max_norm, norm_type, scale_grad_by_freq, mode=mode,
+        return cls._pretrained(embeddings, freeze, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse, mode=mode,
                                include_last_offset=bool(include_last_offset))
 
     def forward(self, indices, offsets=None, per_sample_weights=None):

@@ -8,7 +8,7 @@ from embedlib.numpy.renorm import unchecked_renorm_
 
 
 def lookup(indices, weight, *, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
-           deterministic=None):
+           sparse=False, deterministic=None):
     """Rows of ``weight`` selected by ``indices``: shape ``(*indices.shape, D)``.
 
     The same values as :func:`onehot_matmul` (chapter 2 proves it) without the one-hot array.
@@ -18,7 +18,8 @@ def lookup(indices, weight, *, padding_idx=None, max_norm=None, norm_type=2.0, s
     With ``max_norm``, as ``F.embedding``: the rows named by ``indices`` whose ``norm_type``-norm
     exceeds it are rescaled in place in ``weight`` (which must then be a NumPy array) first, after
     every check. ``scale_grad_by_freq`` only matters for gradients, which NumPy's function does not
-    track: accepted so that both backends take the same arguments (the NumPy layers apply it).
+    track: accepted so that both backends take the same arguments (the NumPy layers apply it). So is
+    ``sparse`` (True or False): the gradients of NumPy's layers are sparse rows either way.
     """
     idx = _arrays.indices(indices)
     w = _arrays.weight(weight)
@@ -26,6 +27,7 @@ def lookup(indices, weight, *, padding_idx=None, max_norm=None, norm_type=2.0, s
     _checks.padding_idx(padding_idx, w.shape[0])
     limit = _checks.max_norm(max_norm, norm_type)
     _arrays.deterministic(deterministic)
+    _checks.sparse_gradients(sparse)
     if limit is not None:
         _arrays.in_place(weight, "max_norm")
         unchecked_renorm_(w, idx, limit, float(norm_type))

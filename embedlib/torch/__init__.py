@@ -4,6 +4,7 @@
 """
 from embedlib._checks import DEFAULT_MAX_BYTES
 from embedlib.torch.bag import embedding_bag
+from embedlib.torch.bounds import BoundsRecord, check_bounds
 from embedlib.torch.factorization import MatrixFactorization, rmse, train_sgd
 from embedlib.torch.hashing import hash_bucket
 from embedlib.torch.layers import Embedding, EmbeddingBag
@@ -13,11 +14,13 @@ from embedlib.torch.onehot import one_hot, onehot_matmul
 from embedlib.torch.renorm import renorm_
 
 __all__ = [
+    "BoundsRecord",
     "DEFAULT_MAX_BYTES",
     "Embedding",
     "EmbeddingBag",
     "MatrixFactorization",
     "Neighbors",
+    "check_bounds",
     "embedding_bag",
     "hash_bucket",
     "lookup",

@@ -46,12 +46,18 @@ def min_max(idx: torch.Tensor) -> tuple[int, int]:
     On CUDA one reduction (``aminmax``) and one host sync. On the CPU through NumPy, on the calling
     thread: a reduction in torch's thread pool waits for every one of its threads, and on a busy
     machine that wait (milliseconds) costs a hundred times the two passes over the indices."""
-    if idx.device.type == "cpu":
+    if numpy_readable(idx):
         values = idx.numpy()
         return int(values.min()), int(values.max())
     lo, hi = torch.aminmax(idx.reshape(-1))
     lo, hi = torch.stack([lo.long(), hi.long()]).tolist()
     return lo, hi
+
+
+def numpy_readable(t: torch.Tensor) -> bool:
+    """Whether NumPy can read ``t`` in place: a CPU tensor, outside torch.func's transforms (under
+    them, even a tensor that no transform wraps refuses to hand out its memory)."""
+    return t.device.type == "cpu" and torch._C._functorch.peek_interpreter_stack() is None
 
 
 def weight(w, name: str = "weight") -> torch.Tensor:
@@ -75,8 +81,24 @@ def floats(t, name: str, device=None) -> torch.Tensor:
 
 @torch.no_grad()
 def unchecked_renorm_(w: torch.Tensor, idx: torch.Tensor, max_norm: float, norm_type: float) -> None:
-    """``max_norm`` without checks (here, low on the ladder, for lookup, bag, renorm and the layers)."""
+    """``max_norm`` without checks (here, low on the ladder, for lookup, bag, renorm and the layers).
+    The values change in place, not any forward-mode tangent (as torch's embedding_renorm_)."""
+    w = w.detach()
     rows = torch.unique(idx.reshape(-1).long())
     norms = torch.linalg.vector_norm(w[rows], ord=norm_type, dim=1, dtype=torch.float64)
     scale = torch.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).to(w.dtype)
     w[rows] = w[rows] * scale[:, None]
+
+
+@torch.no_grad()
+def renorm_entries_(w: torch.Tensor, flat: torch.Tensor, max_norm: float, norm_type: float,
+                    apply: torch.Tensor) -> None:
+    """``max_norm`` as :func:`unchecked_renorm_` (the same numbers), from tensors of fixed shapes: each
+    entry's row is rescaled and written back (an entry naming a row twice writes the same values
+    twice). For the deferred bounds check, whose replaced indices repeat an index of the same call;
+    ``apply`` (a 0-d bool tensor) False leaves every row as it is (when no index was in range)."""
+    w = w.detach()
+    rows = w.index_select(0, flat)
+    norms = torch.linalg.vector_norm(rows, ord=norm_type, dim=1, dtype=torch.float64)
+    scale = torch.where((norms > max_norm) & apply, max_norm / (norms + 1e-7), 1.0).to(w.dtype)
+    w.index_copy_(0, flat.long(), rows * scale[:, None])

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from embedlib import _checks
-from embedlib.torch import _tensors, _triton
-from embedlib.torch.lookup import frequency_scale, gather, scatter_add
-from embedlib.torch._tensors import unchecked_renorm_
+from embedlib.torch import _tensors, _triton, bounds
+from embedlib.torch.lookup import index_vector, frequency_scale, gather, scatter_add, sparse_rows
+from embedlib.torch._tensors import renorm_entries_, unchecked_renorm_
 
 #: PyTorch's numbering of the modes, in its embedding_bag kernels
 MODES = {"sum": 0, "mean": 1, "max": 2}
@@ -36,6 +36,32 @@ def check(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weig
           include_last_offset=False, device=None, dtype=None) -> CheckedBag:
     """Every check of a bag, in a fixed order, with one host sync for all the values they need (the
     index range and the offsets' first, last and any decrease): on CUDA, before any kernel runs."""
+    idx, psw, off = _arguments(indices, offsets, mode, per_sample_weights, device, dtype)
+    flat = idx.reshape(-1)
+    n = flat.numel()
+    if flat.dtype == torch.uint64:  # only with a value >= 2**63 (see _tensors.indices): named there
+        _tensors.in_range(flat, num_embeddings)
+    if idx.dim() == 2:
+        bounds = torch.arange(idx.shape[0] + 1, device=idx.device) * idx.shape[1]
+    values = _summary(flat, off)
+    if off is not None:
+        first = last = decrease = None
+        if off.numel():
+            first, last, has_down = values[-3:]
+            if has_down:
+                i = int(torch.nonzero(off[1:] < off[:-1])[0, 0]) + 1
+                decrease = (i, int(off[i - 1]), int(off[i]))
+        _checks.bag_offsets(off.numel(), first, decrease, last, n, include_last_offset)
+        bounds = _bounds(off, n, include_last_offset)
+    if n:
+        _checks.index_range(values[0], values[1], num_embeddings)
+    pad = _checks.padding_idx(padding_idx, num_embeddings)
+    return CheckedBag(flat, bounds.long(), psw, pad)
+
+
+def _arguments(indices, offsets, mode, per_sample_weights, device, dtype):
+    """The checks that need no value of any tensor: ``(indices, flat per-sample weights or None,
+    int64 offsets or None)``."""
     idx = _tensors.indices(indices, device)
     _checks.bag_mode(mode, per_sample_weights is not None)
     _checks.bag_layout(idx.dim(), offsets is not None)
@@ -49,41 +75,29 @@ def check(indices, num_embeddings, offsets=None, *, mode="mean", per_sample_weig
                                    "per_sample_weights")
             psw = psw.to(dtype)  # a Python list has no float type of its own
         _checks.same_shape(tuple(psw.shape), tuple(idx.shape), "per_sample_weights", "one weight per index")
-    flat = idx.reshape(-1)
-    n = flat.numel()
-    if flat.dtype == torch.uint64:  # only with a value >= 2**63 (see _tensors.indices): named there
-        _tensors.in_range(flat, num_embeddings)
+        psw = psw.reshape(-1)
     off = None
-    if idx.dim() == 2:
-        bounds = torch.arange(idx.shape[0] + 1, device=idx.device) * idx.shape[1]
-    else:
+    if idx.dim() == 1:
         off = _tensors.indices(offsets, idx.device, "offsets")
         if off.dim() != 1:
             raise ValueError(f"offsets must be 1-D, got shape {tuple(off.shape)}")
         off = off.long()
-    values = _summary(flat, off)
-    if off is not None:
-        first = last = decrease = None
-        if off.numel():
-            first, last, has_down = values[-3:]
-            if has_down:
-                i = int(torch.nonzero(off[1:] < off[:-1])[0, 0]) + 1
-                decrease = (i, int(off[i - 1]), int(off[i]))
-        _checks.bag_offsets(off.numel(), first, decrease, last, n, include_last_offset)
-        # without include_last_offset the last bag runs to the end (no offsets at all: one bag)
-        bounds = off if include_last_offset else torch.cat([off if off.numel() else off.new_zeros(1),
-                                                             off.new_tensor([n])])
-    if n:
-        _checks.index_range(values[0], values[1], num_embeddings)
-    pad = _checks.padding_idx(padding_idx, num_embeddings)
-    return CheckedBag(flat, bounds.long(), None if psw is None else psw.reshape(-1), pad)
+    return idx, psw, off
+
+
+def _bounds(off: torch.Tensor, n: int, include_last_offset: bool) -> torch.Tensor:
+    """Bag b is entries ``bounds[b]:bounds[b + 1]``: without include_last_offset the last bag runs to
+    the end (no offsets at all: one bag)."""
+    if include_last_offset:
+        return off
+    return torch.cat([off if off.numel() else off.new_zeros(1), off.new_tensor([n])])
 
 
 def _summary(flat: torch.Tensor, off: torch.Tensor | None) -> list:
     """What the checks need, as Python ints: the indices' smallest and largest (if there are any),
     then the offsets' first, last and whether they ever decrease (if there are any). On CUDA in one
     host sync; on the CPU through NumPy (see :func:`embedlib.torch._tensors.min_max`)."""
-    if flat.device.type == "cpu":
+    if _tensors.numpy_readable(flat):
         values = list(_tensors.min_max(flat)) if flat.numel() else []
         if off is not None and off.numel():
             o = off.numpy()
@@ -96,10 +110,12 @@ def _summary(flat: torch.Tensor, off: torch.Tensor | None) -> list:
     return torch.stack([v.long() for v in summary]).tolist() if summary else []
 
 
-def run(c: CheckedBag, w: torch.Tensor, mode: str, scale_grad_by_freq: bool = False) -> torch.Tensor:
+def run(c: CheckedBag, w: torch.Tensor, mode: str, scale_grad_by_freq: bool = False,
+        sparse: bool = False) -> torch.Tensor:
     """The bags of arguments that :func:`check` has passed, on the path that suits ``w``
-    (``scale_grad_by_freq``: the weight's gradient rows divided by their index's count in the input)."""
-    if _triton.enabled(w) and not scale_grad_by_freq:  # CUDA with Triton: the bag kernels of chapter 9
+    (``scale_grad_by_freq``: the weight's gradient rows divided by their index's count in the input;
+    ``sparse``: the weight's gradient as a sparse COO tensor, one row per non-padding entry)."""
+    if _triton.enabled(w) and not (scale_grad_by_freq or sparse):  # CUDA with Triton: chapter 9's kernels
         return _triton.embedding_bag(c.flat, w, c.bounds, c.psw, c.pad, mode)
     psw = None if c.psw is None else c.psw.to(w.dtype)  # differentiable: its gradient comes back in its type
     if w.device.type == "cpu" and w.dtype in NATIVE_DTYPES and w.shape[1]:  # (they fail when D = 0)
@@ -111,10 +127,10 @@ def run(c: CheckedBag, w: torch.Tensor, mode: str, scale_grad_by_freq: bool = Fa
             # differently (float16 and bfloat16 sums in their own type, weighted sums without a fused
             # multiply-add). Copy such a (rare) table, so that its bags do not depend on its layout.
             w = w.contiguous()
-        if torch.is_grad_enabled() and (w.requires_grad or (psw is not None and psw.requires_grad)):
-            return _NativeBag.apply(w, psw, flat, bounds, c.pad, mode, scale_grad_by_freq)
+        if _triton.differentiable(w) or (psw is not None and _triton.differentiable(psw)):
+            return _NativeBag.apply(w, psw, flat, bounds, c.pad, mode, scale_grad_by_freq, sparse)[0]
         return _native_forward(w, psw, flat, bounds, c.pad, mode, False)[0]
-    return composite(c.flat, c.bounds, w, psw, c.pad, mode, scale_grad_by_freq)
+    return composite(c.flat, c.bounds, w, psw, c.pad, mode, scale_grad_by_freq, sparse)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -137,37 +153,55 @@ def entries(flat, bounds, pad):
     return rows, bag, keep
 
 
-def max_winners(values: torch.Tensor, bag: torch.Tensor, num_bags: int) -> tuple[torch.Tensor, torch.Tensor]:
+def max_winners(values: torch.Tensor, bag: torch.Tensor, num_bags: int,
+                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(best, winner)`` of detached ``values`` (entries, D) grouped by ``bag``: each bag's maximum
     per column and the entry that won it, the first one on ties; ``len(values)`` for empty bags.
-    A NaN in a bag wins its column (NaN propagates, as in torch.amax and np.maximum)."""
+    A NaN in a bag wins its column (NaN propagates, as in torch.amax and np.maximum). Entries where
+    ``keep`` is False never win (their values should be -inf, so that they do not raise a maximum)."""
     n, dim = values.shape
     where = bag[:, None].expand(-1, dim)
     best = values.new_zeros(num_bags, dim).scatter_reduce(0, where, values, "amax", include_self=False)
     position = torch.arange(n, device=values.device)[:, None].expand(-1, dim)
     best_here = best[bag]
     won = (values == best_here) | (values.isnan() & best_here.isnan())
+    if keep is not None:
+        won = won & keep[:, None]
     position = torch.where(won, position, n)
     winner = torch.full((num_bags, dim), n, device=values.device).scatter_reduce(0, where, position, "amin")
     return best, winner
 
 
-def composite(flat, bounds, w, psw, pad, mode, scale_grad_by_freq=False) -> torch.Tensor:
-    """Bags of checked arguments from differentiable torch operations (a gather, then an index_add,
-    or a gather of the winning entries for "max"), differentiable w.r.t. ``w`` and ``psw``."""
-    rows, bag, keep = entries(flat, bounds, pad)
-    num_bags, dim = bounds.numel() - 1, w.shape[1]
-    # (the kept rows' counts among the kept entries are their counts in the whole input)
-    values = gather(rows, w, scale_grad_by_freq=scale_grad_by_freq)
+def composite(flat, bounds, w, psw, pad, mode, scale_grad_by_freq=False, sparse=False) -> torch.Tensor:
+    """Bags of checked arguments from differentiable torch operations, differentiable w.r.t. ``w`` and
+    ``psw``: the rows of every entry, then an index_add per bag (or, for "max", a gather of the
+    winning entries)."""
+    keep = None if pad is None else flat != pad
+    return masked_bags(flat, _bag_of_entry(bounds, flat.numel()), keep, bounds.numel() - 1, w, psw, pad, mode,
+                       scale_grad_by_freq, sparse)
+
+
+def masked_bags(flat, bag, keep, num_bags, w, psw, pad, mode, scale_grad_by_freq=False, sparse=False):
+    """The bags from tensors of fixed shapes (no host sync, no shape that depends on the values, so
+    torch.compile keeps it in one graph): entry ``e`` reads row ``flat[e]`` into bag ``bag[e]`` where
+    ``keep[e]`` (None: everywhere); the others (padding, out of range, outside every bag) count for
+    nothing, not even in a mean's count, and get no gradient."""
+    n, dim = flat.numel(), w.shape[1]
+    values = gather(flat, w, pad, scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)
     if mode == "max":
         # The gradient of a max goes to the entry that won it: gather that entry, so autograd routes it there.
-        _, winner = max_winners(values.detach(), bag, num_bags)
+        chosen = values.detach() if keep is None else values.detach().masked_fill(~keep[:, None], float("-inf"))
+        _, winner = max_winners(chosen, bag, num_bags, keep)
         return torch.cat([values, values.new_zeros(1, dim)]).gather(0, winner)  # empty bags pick the zero row
     if psw is not None:
-        values = values * (psw if keep is None else psw[keep])[:, None]
+        values = values * psw[:, None]
+    if keep is not None:
+        values = values.masked_fill(~keep[:, None], 0)
     out = values.new_zeros(num_bags, dim).index_add(0, bag, values)
     if mode == "mean":  # sum, then divide, as torch does
-        out = out / torch.bincount(bag, minlength=num_bags).clamp(min=1).to(out.dtype)[:, None]
+        counted = torch.ones(n, dtype=torch.float64, device=flat.device) if keep is None else keep.double()
+        count = torch.zeros(num_bags, dtype=torch.float64, device=flat.device).index_add(0, bag, counted)
+        out = out / count.clamp(min=1).to(out.dtype)[:, None]
     return out
 
 
@@ -207,33 +241,43 @@ def _nan_wins(w, flat, bounds, pad, out, winners) -> None:
 def _has_nan(t: torch.Tensor) -> bool:
     """Whether the CPU tensor ``t`` holds a NaN: through NumPy, on the calling thread, for the types
     NumPy has (see :func:`embedlib.torch._tensors.min_max` for why)."""
-    if t.dtype in (torch.float16, torch.float32, torch.float64):
+    if t.dtype in (torch.float16, torch.float32, torch.float64) and _tensors.numpy_readable(t):
         return bool(np.isnan(t.numpy()).any())
     return bool(t.isnan().any())
 
 
 class _NativeBag(torch.autograd.Function):
     """PyTorch's embedding_bag kernels and their backward (what F.embedding_bag's autograd runs);
-    gradients of gradients come from differentiable torch operations instead."""
+    gradients of gradients come from differentiable torch operations instead. Returns
+    ``(out, offset2bag, bag_size, winners)``; only ``out`` is differentiable. Written in the form that
+    torch.func accepts, with a jvp: a bag is linear in the weight and in the per-sample weights."""
 
     @staticmethod
-    def forward(ctx, weight, psw, flat, bounds, pad, mode, scale_grad_by_freq=False):
-        out, offset2bag, bag_size, winners = _native_forward(weight, psw, flat, bounds, pad, mode, True)
+    def forward(weight, psw, flat, bounds, pad, mode, scale_grad_by_freq=False, sparse=False):
+        return _native_forward(weight, psw, flat, bounds, pad, mode, True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        weight, psw, flat, bounds, pad, mode, scale_grad_by_freq, sparse = inputs
+        _, offset2bag, bag_size, winners = output
+        ctx.mark_non_differentiable(offset2bag, bag_size, winners)
         # the weight only for the per-sample weights' gradient (as torch: then it must not change in place)
         weight_if_needed = weight if psw is not None and psw.requires_grad else None
         ctx.save_for_backward(weight_if_needed, psw, flat, bounds, offset2bag, bag_size, winners)
-        ctx.num_embeddings, ctx.pad, ctx.mode, ctx.scale = weight.shape[0], pad, mode, scale_grad_by_freq
-        return out
+        ctx.save_for_forward(weight, psw, flat, bounds, bag_size, winners)
+        ctx.num_embeddings, ctx.pad, ctx.mode = weight.shape[0], pad, mode
+        ctx.scale, ctx.sparse = scale_grad_by_freq, sparse
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, *_):
         weight, psw, flat, bounds, offset2bag, bag_size, winners = ctx.saved_tensors
         need_w, need_psw = ctx.needs_input_grad[:2]
         mode, pad, num_embeddings = ctx.mode, ctx.pad, ctx.num_embeddings
         grad = grad.contiguous()
-        if torch.is_grad_enabled():  # create_graph=True: gradients that can be differentiated again
+        if torch.is_grad_enabled() or ctx.sparse:  # create_graph=True, or sparse rows (as PyTorch: per entry)
             return (*_differentiable_grads(grad, weight, psw, flat, bounds, bag_size, winners, num_embeddings,
-                                           pad, mode, need_w, need_psw, ctx.scale), None, None, None, None, None)
+                                           pad, mode, need_w, need_psw, ctx.scale, ctx.sparse),
+                    None, None, None, None, None, None)
         if offset2bag.numel() != flat.numel():  # PyTorch's forward leaves it out when it needs no gradient
             offset2bag = _bag_of_entry(bounds, flat.numel())
         grad_w = grad_psw = None
@@ -251,7 +295,21 @@ class _NativeBag(torch.autograd.Function):
         if need_psw:
             grad_psw = torch.ops.aten._embedding_bag_per_sample_weights_backward(
                 grad, weight.detach(), flat, bounds, offset2bag, MODES[mode], pad_arg)
-        return grad_w, grad_psw, None, None, None, None, None
+        return grad_w, grad_psw, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, weight_tangent, psw_tangent, *_):
+        weight, psw, flat, bounds, bag_size, winners = ctx.saved_tensors
+        if ctx.mode == "max":  # each column's tangent is the winning row's
+            tangent = weight_tangent.gather(0, winners.clamp(min=0))
+            return tangent.masked_fill((bag_size == 0)[:, None], 0), None, None, None
+        tangent = None
+        if weight_tangent is not None:
+            tangent = _native_forward(weight_tangent, psw, flat, bounds, ctx.pad, ctx.mode, False)[0]
+        if psw_tangent is not None:
+            more = _native_forward(weight, psw_tangent, flat, bounds, ctx.pad, ctx.mode, False)[0]
+            tangent = more if tangent is None else tangent + more
+        return tangent, None, None, None
 
 
 def _max_grad(grad, winners, bag_size, num_embeddings) -> torch.Tensor:
@@ -266,8 +324,9 @@ def _max_grad(grad, winners, bag_size, num_embeddings) -> torch.Tensor:
 
 
 def _differentiable_grads(grad, weight, psw, flat, bounds, bag_size, winners, num_embeddings, pad, mode,
-                          need_w, need_psw, scale_grad_by_freq=False):
-    """The same gradients as the backward above, from differentiable torch operations."""
+                          need_w, need_psw, scale_grad_by_freq=False, sparse=False):
+    """The same gradients as the backward above, from differentiable torch operations (with ``sparse``,
+    the weight's as sparse rows, one per non-padding entry, as PyTorch makes them)."""
     if mode == "max":  # no per-sample weights with "max"
         return _max_grad(grad, winners, bag_size, num_embeddings) if need_w else None, None
     grad_w = grad_psw = None
@@ -276,20 +335,62 @@ def _differentiable_grads(grad, weight, psw, flat, bounds, bag_size, winners, nu
         values = grad[bag]
         if psw is not None:
             values = values * (psw if keep is None else psw[keep])[:, None]
-        if mode == "mean":
-            values = values / bag_size.clamp(min=1)[bag, None].to(values.dtype)
+        if mode == "mean":  # times 1 / size, as PyTorch's backward rounds it
+            values = values * (1 / bag_size.clamp(min=1).to(values.dtype))[bag, None]
         if scale_grad_by_freq:
             scale = frequency_scale(flat, num_embeddings, values.dtype)
             values = values * (scale if keep is None else scale[keep])[:, None]
-        grad_w = scatter_add(rows, values, num_embeddings)
+        grad_w = sparse_rows(rows, values, num_embeddings) if sparse else scatter_add(rows, values, num_embeddings)
     if need_psw:
         kept = (grad[bag] * gather(rows, weight)).sum(-1)
         grad_psw = kept if keep is None else kept.new_zeros(flat.numel()).masked_scatter(keep, kept)
     return grad_w, grad_psw
 
 
+def deferred(indices, w, offsets, record, *, mode, per_sample_weights, padding_idx, include_last_offset,
+             max_norm, norm_type, scale_grad_by_freq, sparse) -> torch.Tensor:
+    """Bags with ``bounds_check="deferred"`` (:mod:`embedlib.torch.bounds`): the checks that need no
+    value run now; the index range and the offsets are checked on the device and recorded in
+    ``record``; bad entries are left out of their bags, entries outside every bag too."""
+    idx, psw, off = _arguments(indices, offsets, mode, per_sample_weights, w.device, w.dtype)
+    pad = _checks.padding_idx(padding_idx, w.shape[0])
+    if off is not None and not off.numel():
+        _checks.bag_offsets(0, None, None, None, idx.numel(), include_last_offset)
+    record.poll()
+    flat = index_vector(idx)
+    n = flat.numel()
+    positions = torch.arange(n, device=flat.device)
+    if off is None:  # 2-D: one bag per row
+        num_bags = idx.shape[0]
+        bag, in_bag = positions // max(idx.shape[1], 1), None
+    else:
+        if off.numel():
+            record.offsets(off, n, include_last_offset)
+        bounds = _bounds(off, n, include_last_offset)
+        num_bags = bounds.numel() - 1
+        # the bag of each entry: the last bag that starts at or before it (exact for valid offsets;
+        # for invalid ones, recorded above, every entry still lands in one bag or in none)
+        bag = torch.searchsorted(bounds[:-1], positions, right=True) - 1
+        in_bag = (bag >= 0) & (positions < bounds[-1])
+        bag = bag.clamp(min=0)
+    safe, bad = record.indices(flat, w.shape[0])
+    if max_norm is not None and w.shape[0]:
+        renorm_entries_(w, safe, max_norm, float(norm_type), (~bad).any())
+    keep = ~bad if in_bag is None else in_bag & ~bad
+    if pad is not None:
+        keep = keep & (safe != pad)
+    if num_bags == 0 or w.shape[0] == 0 or n == 0:
+        out = w.new_zeros(num_bags, w.shape[1])
+    else:
+        psw = None if psw is None else psw.to(w.dtype)
+        out = masked_bags(safe, bag, keep, num_bags, w, psw, pad, mode, scale_grad_by_freq, sparse)
+    record.after_call()
+    return out
+
+
 def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weights=None, padding_idx=None,
-                  include_last_offset=False, max_norm=None, norm_type=2.0, scale_grad_by_freq=False):
+                  include_last_offset=False, max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False,
+                  bounds_check="immediate"):
     """Reduce each bag of rows to one vector, with the semantics of ``torch.nn.functional.embedding_bag``.
 
     ``indices`` is 1-D with ``offsets`` or 2-D (one bag per row); ``mode`` is "sum", "mean" or "max";
@@ -303,12 +404,23 @@ def embedding_bag(indices, weight, offsets=None, *, mode="mean", per_sample_weig
     exceeds it is rescaled in place in ``weight`` first (outside autograd), after every check.
     With ``scale_grad_by_freq`` ("sum" and "mean"; "max" refuses it, as torch): the gradient of each
     row is divided by the number of times its index appears in the whole input.
+    ``bounds_check="deferred"`` checks the indices and offsets on the device, without a host sync,
+    and raises at a later call (see :mod:`embedlib.torch.bounds`); the default checks them at once.
+    With ``sparse=True`` ("sum" and "mean"; "max" refuses it, as torch): the weight's gradient is a
+    sparse COO tensor with one row per non-padding entry, as ``F.embedding_bag`` gives it (with
+    ``scale_grad_by_freq`` too, each row divided by its index's count, where torch's backward fails).
     """
     w = _tensors.weight(weight)
     limit = _checks.max_norm(max_norm, norm_type)
     _checks.bag_scale_grad_by_freq(mode, scale_grad_by_freq)
+    sparse = _checks.sparse_gradients(sparse, mode)
+    if bounds.mode(bounds_check) == "deferred":
+        return deferred(indices, w, offsets, bounds.record_for(bounds_check, w.device), mode=mode,
+                        per_sample_weights=per_sample_weights, padding_idx=padding_idx,
+                        include_last_offset=include_last_offset, max_norm=limit, norm_type=norm_type,
+                        scale_grad_by_freq=bool(scale_grad_by_freq), sparse=sparse)
     c = check(indices, w.shape[0], offsets, mode=mode, per_sample_weights=per_sample_weights,
               padding_idx=padding_idx, include_last_offset=include_last_offset, device=w.device, dtype=w.dtype)
     if limit is not None:
         unchecked_renorm_(w, c.flat, limit, float(norm_type))
-    return run(c, w, mode, bool(scale_grad_by_freq))
+    return run(c, w, mode, bool(scale_grad_by_freq), sparse)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from embedlib import _checks
-from embedlib.torch import _tensors, bag
-from embedlib.torch.lookup import gather
+from embedlib.torch import _tensors, bag, bounds
+from embedlib.torch.lookup import deferred, gather
 from embedlib.torch._tensors import unchecked_renorm_
 
 
@@ -19,13 +19,13 @@ class _Table(nn.Module):
 
     def __init__(self, num_embeddings, embedding_dim, *, padding_idx=None, max_norm=None, norm_type=2.0,
                  scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, seed=None, device=None,
-                 dtype=None):
+                 dtype=None, mode=None, bounds_check="immediate"):
         super().__init__()
         num_embeddings = _checks.count(num_embeddings, "num_embeddings")
         embedding_dim = _checks.count(embedding_dim, "embedding_dim")
         padding_idx = _checks.padding_idx(padding_idx, num_embeddings)
         limit = _checks.max_norm(max_norm, norm_type)
-        _checks.sparse_gradients(sparse)
+        sparse = _checks.sparse_gradients(sparse, mode)
         if _weight is not None:
             w = _tensors.weight(_weight, "_weight")
             if tuple(w.shape) != (num_embeddings, embedding_dim):
@@ -34,13 +34,17 @@ class _Table(nn.Module):
             if seed is not None:
                 raise ValueError("seed chooses random initial weights: it has no meaning with _weight")
         self.padding_idx, self.max_norm, self.norm_type = padding_idx, limit, float(norm_type)
-        self.scale_grad_by_freq, self.sparse = bool(scale_grad_by_freq), False
+        self.scale_grad_by_freq, self.sparse = bool(scale_grad_by_freq), sparse
+        self.bounds_check = bounds.mode(bounds_check, record_allowed=False)
         if _weight is None:
             self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype),
                                        requires_grad=not _freeze)
             self.reset_parameters(seed)
         else:  # as torch: the Parameter shares _weight's memory, and its padding row is used as given
             self.weight = nn.Parameter(w, requires_grad=not _freeze)
+        if self.bounds_check == "deferred":  # the record moves with the layer; it is no part of its state_dict
+            self.register_buffer("bounds_state", bounds.empty_state(self.weight.device), persistent=False)
+            self._bounds = bounds.BoundsRecord(state=self.bounds_state)
 
     @torch.no_grad()
     def reset_parameters(self, seed=None) -> None:
@@ -59,6 +63,12 @@ class _Table(nn.Module):
         with torch.no_grad():
             layer.weight.copy_(w)
         return layer
+
+    def check_bounds(self) -> None:
+        """With ``bounds_check="deferred"``: wait for the device, then raise the error that an earlier
+        call's indices (or offsets) recorded, if any (see :mod:`embedlib.torch.bounds`)."""
+        if self.bounds_check == "deferred":
+            self._bounds.use(self.bounds_state).check()
 
     @property
     def num_embeddings(self) -> int:
@@ -83,14 +93,16 @@ class Embedding(_Table):
     (zero, never-updated ``padding_idx`` row; ``max_norm`` rescales looked-up rows in place).
 
     The arguments are ``nn.Embedding``'s, in its order; ``seed`` (keyword only) makes the initial weights
-    reproducible. ``sparse=True`` is not implemented (NotImplementedError)."""
+    reproducible. ``sparse=True`` makes the weight's gradient a sparse COO tensor (for
+    ``torch.optim.SGD``, ``SparseAdam`` or ``Adagrad``), as in ``nn.Embedding``."""
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
                  scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None, dtype=None,
-                 *, seed=None):
+                 *, seed=None, bounds_check="immediate"):
         super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, max_norm=max_norm,
                          norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq, sparse=sparse,
-                         _weight=_weight, _freeze=_freeze, seed=seed, device=device, dtype=dtype)
+                         _weight=_weight, _freeze=_freeze, seed=seed, device=device, dtype=dtype,
+                         bounds_check=bounds_check)
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze=True, padding_idx=None, max_norm=None, norm_type=2.0,
@@ -104,10 +116,14 @@ class Embedding(_Table):
 
     def forward(self, indices) -> torch.Tensor:
         idx = _tensors.indices(indices, self.weight.device)
+        if self.bounds_check == "deferred":
+            return deferred(idx, self.weight, self._bounds.use(self.bounds_state), self.padding_idx, self.max_norm,
+                            self.norm_type, None, self.scale_grad_by_freq, self.sparse)
         _tensors.in_range(idx, self.num_embeddings)
         if self.max_norm is not None:
             unchecked_renorm_(self.weight, idx, self.max_norm, self.norm_type)
-        return gather(idx, self.weight, self.padding_idx, scale_grad_by_freq=self.scale_grad_by_freq)
+        return gather(idx, self.weight, self.padding_idx, scale_grad_by_freq=self.scale_grad_by_freq,
+                      sparse=self.sparse)
 
 
 class EmbeddingBag(_Table):
@@ -116,12 +132,12 @@ class EmbeddingBag(_Table):
 
     def __init__(self, num_embeddings, embedding_dim, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
                  mode="mean", sparse=False, _weight=None, include_last_offset=False, padding_idx=None, device=None,
-                 dtype=None, *, seed=None):
+                 dtype=None, *, seed=None, bounds_check="immediate"):
         _checks.bag_mode(mode, False)
         _checks.bag_scale_grad_by_freq(mode, scale_grad_by_freq)
         super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, max_norm=max_norm,
                          norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq, sparse=sparse,
-                         _weight=_weight, seed=seed, device=device, dtype=dtype)
+                         _weight=_weight, seed=seed, device=device, dtype=dtype, mode=mode, bounds_check=bounds_check)
         self.mode, self.include_last_offset = mode, bool(include_last_offset)
 
     @classmethod
@@ -137,9 +153,15 @@ class EmbeddingBag(_Table):
         return layer
 
     def forward(self, indices, offsets=None, per_sample_weights=None) -> torch.Tensor:
+        if self.bounds_check == "deferred":
+            return bag.deferred(indices, self.weight, offsets, self._bounds.use(self.bounds_state), mode=self.mode,
+                                per_sample_weights=per_sample_weights, padding_idx=self.padding_idx,
+                                include_last_offset=self.include_last_offset, max_norm=self.max_norm,
+                                norm_type=self.norm_type, scale_grad_by_freq=self.scale_grad_by_freq,
+                                sparse=self.sparse)
         c = bag.check(indices, self.num_embeddings, offsets, mode=self.mode, per_sample_weights=per_sample_weights,
                       padding_idx=self.padding_idx, include_last_offset=self.include_last_offset,
                       device=self.weight.device, dtype=self.weight.dtype)
         if self.max_norm is not None:  # torch renormalises every row the input names
             unchecked_renorm_(self.weight, c.flat, self.max_norm, self.norm_type)
-        return bag.run(c, self.weight, self.mode, self.scale_grad_by_freq)
+        return bag.run(c, self.weight, self.mode, self.scale_grad_by_freq, self.sparse)

@@ -54,6 +54,17 @@ def deterministic_mode(deterministic) -> bool:
     return deterministic
 
 
+def differentiable(t: torch.Tensor) -> bool:
+    """Whether an operation on ``t`` must go through its autograd Function: a gradient to record (grad
+    mode on and ``t.requires_grad``), or a forward-mode tangent (``torch.func.jvp`` and the other
+    torch.func transforms wrap their tensors; ``torch.autograd.forward_ad`` makes dual tensors)."""
+    if torch.is_grad_enabled() and t.requires_grad:
+        return True
+    if torch._C._functorch.is_functorch_wrapped_tensor(t):
+        return True
+    return torch.autograd.forward_ad._current_level >= 0 and torch.autograd.forward_ad.unpack_dual(t).tangent is not None
+
+
 def _kernels():
     from embedlib.torch._triton import kernels
     return kernels
@@ -96,21 +107,48 @@ def embedding_bag(flat: torch.Tensor, weight: torch.Tensor, bounds: torch.Tensor
     bag ids. The gradient follows ``torch.are_deterministic_algorithms_enabled()``."""
     flat_psw = None if psw is None else psw.contiguous()
     pad = -1 if padding_idx is None else padding_idx
+    save_argmax = mode == "max" and differentiable(weight)  # for the gradient or the jvp
     return _Bag.apply(weight, flat_psw, flat_index(flat), bounds.contiguous(), pad, mode,
-                      torch.are_deterministic_algorithms_enabled())
+                      torch.are_deterministic_algorithms_enabled(), save_argmax)[0]
 
 
 class _Bag(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, weight, psw, flat, bounds, pad, mode, deterministic):
-        save_argmax = mode == "max" and weight.requires_grad
-        out, argmax, counts = _kernels().bag_forward(flat, weight, bounds, psw, pad, mode, save_argmax)
-        ctx.save_for_backward(weight, psw, flat, bounds, argmax, counts)
-        ctx.pad, ctx.mode, ctx.deterministic = pad, mode, deterministic
-        return out
+    """The bag kernels as an autograd Function: ``(out, argmax, counts)``, only ``out`` differentiable.
+    In the form that torch.func accepts, with a jvp (a bag is linear in the weight and in the
+    per-sample weights; a max passes on the winning row's tangent)."""
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def forward(weight, psw, flat, bounds, pad, mode, deterministic, save_argmax):
+        return _kernels().bag_forward(flat, weight, bounds, psw, pad, mode, save_argmax)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        weight, psw, flat, bounds, pad, mode, deterministic, _ = inputs
+        _, argmax, counts = output
+        ctx.mark_non_differentiable(*(t for t in (argmax, counts) if t is not None))
+        ctx.save_for_backward(weight, psw, flat, bounds, argmax, counts)
+        ctx.save_for_forward(weight, psw, flat, bounds, argmax)
+        ctx.pad, ctx.mode, ctx.deterministic = pad, mode, deterministic
+
+    @staticmethod
+    def jvp(ctx, weight_tangent, psw_tangent, *_):
+        weight, psw, flat, bounds, argmax = ctx.saved_tensors
+        if ctx.mode == "max":  # column d of bag b follows the row that won it (zero for an empty bag)
+            rows = flat[argmax.clamp(min=0)].long()
+            return weight_tangent.gather(0, rows).masked_fill(argmax < 0, 0), None, None
+        # the tangents are torch.func's wrapped tensors here: through the Function again, not a bare kernel
+        tangent = None
+        if weight_tangent is not None:
+            tangent = _Bag.apply(weight_tangent.contiguous(), psw, flat, bounds, ctx.pad, ctx.mode, ctx.deterministic,
+                                 False)[0]
+        if psw_tangent is not None:
+            more = _Bag.apply(weight, psw_tangent.contiguous(), flat, bounds, ctx.pad, ctx.mode, ctx.deterministic,
+                              False)[0]
+            tangent = more if tangent is None else tangent + more
+        return tangent, None, None
+
+    @staticmethod
+    def backward(ctx, grad_out, *_):
         weight, psw, flat, bounds, argmax, counts = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         k = _kernels()
@@ -143,7 +181,7 @@ class _Bag(torch.autograd.Function):
             rows = k.gather(flat, weight.detach())
             grad_psw = (grad_out[bag_of_entry].to(rows.dtype) * rows).sum(-1)
             grad_psw = torch.where(flat == ctx.pad, 0, grad_psw).to(psw.dtype)
-        return grad_w, grad_psw, None, None, None, None, None
+        return grad_w, grad_psw, None, None, None, None, None, None
 
 
 def _bag_of_entry(bounds: torch.Tensor, n: int) -> torch.Tensor:
