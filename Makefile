@@ -21,7 +21,7 @@ book: env
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html  (or run 'make serve')"
 
 serve: book
-	$(BIN)/python -m http.server --directory _build/html 8000
+	$(BIN)/python -m http.server --bind 127.0.0.1 --directory _build/html 8000  # this machine only
 
 # pytest's options are in pyproject.toml: every core (pytest-xdist), notebooks under nbval with a
 # scrambled clock (tests/scrambled_clock.py), the book build with warnings as errors.
