@@ -308,6 +308,43 @@ def test_embedding_bag_equals_f_embedding_bag(device, calls, mode):
     assert calls.get("bag_forward") == 2
 
 
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_forward_mode_ad_through_the_kernels(device, calls, mode):
+    # jvp of the kernels' lookup and bags: the tangent through the same kernels (max: the winning
+    # row's), equal to the Jacobian that reverse mode gives times the tangent
+    w, t = rand(12, 5, dtype=torch.float64, device=device), rand(12, 5, dtype=torch.float64, device=device, seed=3)
+    idx, off = randint(12, 20, device=device), torch.tensor([0, 0, 7, 13], device=device)
+    psw, psw_t = (rand(20, dtype=torch.float64, device=device, seed=4),
+                  rand(20, dtype=torch.float64, device=device, seed=5)) if mode == "sum" else (None, None)
+    primals, tangents = ((w, psw), (t, psw_t)) if psw is not None else ((w,), (t,))
+
+    def bags(*args):
+        return el.embedding_bag(idx, args[0], off, mode=mode, padding_idx=2,
+                                per_sample_weights=args[1] if len(args) > 1 else None)
+
+    _, out_t = torch.func.jvp(bags, primals, tangents)
+    # the primal ran the bag kernel, and so did the tangent of a sum or mean (a max's is a gather)
+    assert calls.get("bag_forward", 0) == (1 if mode == "max" else 2 + (psw is not None))
+    jacobians = torch.autograd.functional.jacobian(bags, primals)
+    expected = sum((j.reshape(out_t.numel(), -1) @ x.reshape(-1)).reshape(out_t.shape)
+                   for j, x in zip(jacobians, tangents))
+    torch.testing.assert_close(out_t, expected)
+    _, lookup_t = torch.func.jvp(lambda x: el.lookup(idx, x), (w,), (t,))
+    assert torch.equal(lookup_t, t[idx])
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+def test_sparse_gradients_with_the_kernels(device, mode):
+    w_cpu, idx_cpu, off_cpu = rand(30, 5, dtype=torch.float64), randint(30, 40), torch.tensor([0, 9, 9, 31])
+    grads = []
+    for dev in (device, "cpu"):
+        w = w_cpu.to(dev, copy=True).requires_grad_()
+        el.embedding_bag(idx_cpu.to(dev), w, off_cpu.to(dev), mode=mode, padding_idx=4, sparse=True).sum().backward()
+        el.lookup(idx_cpu.to(dev), w, sparse=True).pow(2).sum().backward()
+        grads.append(w.grad.coalesce().to_dense().cpu())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 def test_embedding_bag_2d_input_and_max_with_nan(device):
     w = torch.tensor([[np.nan, 1.0], [2.0, 3.0], [5.0, 0.0]], device=device, requires_grad=True)
     out = el.embedding_bag(torch.tensor([[1, 0, 2], [2, 1, 1]], device=device), w, mode="max")

@@ -111,6 +111,7 @@ def targets(results: list) -> list:
             out.append(dict(id=f"gpu-deterministic-bitwise-D{r['params']['D']}", needed=None, ratio=None,
                             passed=r["equal"], description="deterministic backward: the same bits twice",
                             params=r["params"], note=""))
+    out += _deferred_check_comparisons(results)
     for mode in ("sum", "mean"):
         mine = _find(gpu, "bags", f"embedlib.torch.embedding_bag ({mode})")
         if mine is not None:
@@ -138,6 +139,30 @@ CPU_TORCH_PAIRS = [
 ]
 #: the share of PyTorch's speed each of them must reach
 CPU_TORCH_NEEDED = 0.8
+
+
+def _deferred_check_comparisons(results: list) -> list:
+    """The deferred bounds check against the immediate one (issue 12): the immediate call's time
+    over the deferred call's, on each device measured; for comparison (no target: the immediate check
+    is the default, and these ratios are what that choice rests on)."""
+    out = []
+    for device in sorted({r.get("device") for r in results if "seconds" in r}):
+        here = [r for r in results if r.get("device") == device and "seconds" in r]
+        pairs = [("forward", "embedlib.torch.lookup", "lookup")] + [
+            ("bags", f"embedlib.torch.embedding_bag ({mode})", f"embedding_bag {mode}") for mode in ("sum", "mean", "max")]
+        for suite, name, what in pairs:
+            for immediate in [r for r in here if r["suite"] == suite and r["name"] == name]:
+                deferred = _find(here, suite, name.replace(")", ", deferred check)") if "(" in name
+                                 else f"{name} (deferred check)", **immediate["params"])
+                if deferred is None:
+                    continue
+                kind = "gpu" if str(device).startswith("cuda") else "cpu"
+                size = f", D={immediate['params']['D']}" if suite == "forward" else ""
+                out.append(dict(id=f"{kind}-deferred-check-{what.replace(' ', '-')}{size.replace(', D=', '-D')}",
+                                description=f"{what}{size}: deferred bounds check speed / immediate (for comparison)",
+                                needed=0.0, ratio=immediate["seconds"] / deferred["seconds"], passed=None,
+                                slow=immediate["name"], fast=deferred["name"], params=immediate["params"], note=""))
+    return out
 
 
 def _cpu_torch_targets(results: list) -> list:

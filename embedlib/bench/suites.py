@@ -222,7 +222,8 @@ def _torch_forward(cfg, device, extras, idx, w, params):
     from embedlib import torch as el
     from embedlib.torch import _triton
     b, d = idx.numel(), w.shape[1]
-    fwd = {"F.embedding": lambda: F.embedding(idx, w), "embedlib.torch.lookup": lambda: el.lookup(idx, w)}
+    fwd = {"F.embedding": lambda: F.embedding(idx, w), "embedlib.torch.lookup": lambda: el.lookup(idx, w),
+           "embedlib.torch.lookup (deferred check)": lambda: el.lookup(idx, w, bounds_check="deferred")}
     if extras:
         if _triton.enabled(w):
             fwd["embedlib kernel alone"] = lambda: _triton.gather(idx, w)  # no range check, no host sync
@@ -309,6 +310,8 @@ def bags(cfg, device="cpu", log=print):
         cands = {
             f"F.embedding_bag ({mode})": lambda: F.embedding_bag(idx, w, offsets, mode=mode),
             f"embedlib.torch.embedding_bag ({mode})": lambda: el.embedding_bag(idx, w, offsets, mode=mode),
+            f"embedlib.torch.embedding_bag ({mode}, deferred check)":
+                lambda: el.embedding_bag(idx, w, offsets, mode=mode, bounds_check="deferred"),
         }
         if not _cuda(device):
             from embedlib import numpy as eln

@@ -351,7 +351,9 @@ def deferred(indices, w, offsets, record, *, mode, per_sample_weights, padding_i
              max_norm, norm_type, scale_grad_by_freq, sparse) -> torch.Tensor:
     """Bags with ``bounds_check="deferred"`` (:mod:`embedlib.torch.bounds`): the checks that need no
     value run now; the index range and the offsets are checked on the device and recorded in
-    ``record``; bad entries are left out of their bags, entries outside every bag too."""
+    ``record``. An out-of-range entry is left out of its bag (as a padding entry: with a
+    ``padding_idx`` it becomes one; without, a sum or mean weights it by 0, and a max leaves it out).
+    Offsets, valid or not, become bags that never read past the indices (the same bags when valid)."""
     idx, psw, off = _arguments(indices, offsets, mode, per_sample_weights, w.device, w.dtype)
     pad = _checks.padding_idx(padding_idx, w.shape[0])
     if off is not None and not off.numel():
@@ -359,31 +361,34 @@ def deferred(indices, w, offsets, record, *, mode, per_sample_weights, padding_i
     record.poll()
     flat = index_vector(idx)
     n = flat.numel()
-    positions = torch.arange(n, device=flat.device)
     if off is None:  # 2-D: one bag per row
-        num_bags = idx.shape[0]
-        bag, in_bag = positions // max(idx.shape[1], 1), None
+        bounds = torch.arange(idx.shape[0] + 1, device=flat.device) * idx.shape[1]
     else:
         if off.numel():
             record.offsets(off, n, include_last_offset)
-        bounds = _bounds(off, n, include_last_offset)
-        num_bags = bounds.numel() - 1
-        # the bag of each entry: the last bag that starts at or before it (exact for valid offsets;
-        # for invalid ones, recorded above, every entry still lands in one bag or in none)
-        bag = torch.searchsorted(bounds[:-1], positions, right=True) - 1
-        in_bag = (bag >= 0) & (positions < bounds[-1])
-        bag = bag.clamp(min=0)
+        # clamped into [0, n], never decreasing, starting at 0: the given offsets when they are valid
+        safe_off = torch.cummax(off.clamp(0, n), 0).values
+        bounds = _bounds(torch.cat([safe_off.new_zeros(1), safe_off[1:]]), n, include_last_offset)
     safe, bad = record.indices(flat, w.shape[0])
     if max_norm is not None and w.shape[0]:
         renorm_entries_(w, safe, max_norm, float(norm_type), (~bad).any())
-    keep = ~bad if in_bag is None else in_bag & ~bad
-    if pad is not None:
-        keep = keep & (safe != pad)
-    if num_bags == 0 or w.shape[0] == 0 or n == 0:
-        out = w.new_zeros(num_bags, w.shape[1])
-    else:
-        psw = None if psw is None else psw.to(w.dtype)
+    num_bags, psw = bounds.numel() - 1, None if psw is None else psw.to(w.dtype)
+    if w.shape[0] == 0:  # every index is out of range: zeros (+ the empty table's sum: in its graph)
+        out = w.new_zeros(num_bags, w.shape[1]) + w.sum()
+    elif torch.compiler.is_compiling() or (mode == "max" and pad is None):
+        # torch operations of fixed shapes (what torch.compile can keep in one graph), every entry masked
+        positions = torch.arange(n, device=flat.device)
+        bag = (torch.searchsorted(bounds[:-1], positions, right=True) - 1).clamp(min=0)
+        keep = ~bad & (positions < bounds[-1]) & (True if pad is None else safe != pad)
         out = masked_bags(safe, bag, keep, num_bags, w, psw, pad, mode, scale_grad_by_freq, sparse)
+    elif pad is not None:  # an out-of-range entry becomes a padding entry: left out exactly
+        out = run(CheckedBag(torch.where(bad, pad, safe), bounds, psw, pad), w, mode, scale_grad_by_freq, sparse)
+    else:  # sum or mean: PyTorch's (or chapter 9's) sum kernels, out-of-range entries weighted by 0
+        weights = (~bad).to(w.dtype) if psw is None else torch.where(bad, 0, psw)
+        out = run(CheckedBag(safe, bounds, weights, None), w, "sum", scale_grad_by_freq, sparse)
+        if mode == "mean":
+            kept = torch.cat([bad.new_zeros(1, dtype=torch.int64), torch.cumsum(~bad, 0)])
+            out = out / (kept[bounds[1:]] - kept[bounds[:-1]]).clamp(min=1).to(out.dtype)[:, None]
     record.after_call()
     return out
 

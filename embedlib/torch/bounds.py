@@ -80,9 +80,9 @@ class BoundsRecord:
         bad = (flat < 0) | (flat >= num_embeddings)
         if flat.numel() == 0:
             return flat, bad
-        good_first = flat[torch.argmax((~bad).to(torch.uint8))]  # the first in-range index, if any
+        good_first = _at(flat, torch.argmax((~bad).to(torch.uint8)))  # the first in-range index, if any
         fill = torch.where(bad.all(), torch.zeros_like(good_first), good_first)
-        first_bad = flat[torch.argmax(bad.to(torch.uint8))].long()
+        first_bad = _at(flat, torch.argmax(bad.to(torch.uint8))).long()
         seen = self.state[0] > 0
         update = torch.stack([
             self.state[0] + bad.sum(),
@@ -99,7 +99,7 @@ class BoundsRecord:
         if off.numel() > 1:
             down = off[1:] < off[:-1]
             at = torch.argmax(down.to(torch.uint8)) + 1
-            has_down, before, after = down.any(), off[at - 1], off[at]
+            has_down, before, after = down.any(), _at(off, at - 1), _at(off, at)
         else:
             has_down = torch.zeros((), dtype=torch.bool, device=off.device)
             at = before = after = torch.zeros((), dtype=torch.int64, device=off.device)
@@ -173,6 +173,11 @@ class BoundsRecord:
                           "outside the bags that these offsets describe were left out)",)
             raise
         raise AssertionError(f"a bad offsets record that names no problem: {f}")  # pragma: no cover
+
+
+def _at(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """``t[i]`` for a 0-d index tensor, without reading ``i`` on the host (torch.compile keeps it)."""
+    return t.index_select(0, i.reshape(1)).squeeze(0)
 
 
 _DEFAULT: dict[torch.device, BoundsRecord] = {}

@@ -17,8 +17,10 @@ from embedlib.torch._tensors import renorm_entries_, unchecked_renorm_
 def gather(idx: torch.Tensor, weight: torch.Tensor, padding_idx=None, deterministic=None,
            scale_grad_by_freq: bool = False, sparse: bool = False) -> torch.Tensor:
     """Lookup without argument checks, for callers that have checked already."""
-    return _Lookup.apply(idx, weight, padding_idx, _triton.deterministic_mode(deterministic),
-                         bool(scale_grad_by_freq), bool(sparse))
+    # torch.compile cannot trace a Function with a jvp: the same Function without one, when compiling
+    function = _LookupWithoutJvp if torch.compiler.is_compiling() else _Lookup
+    return function.apply(idx, weight, padding_idx, _triton.deterministic_mode(deterministic),
+                          bool(scale_grad_by_freq), bool(sparse))
 
 
 def frequency_scale(idx: torch.Tensor, num_embeddings: int, dtype) -> torch.Tensor:
@@ -114,7 +116,7 @@ class _ScatterAdd(torch.autograd.Function):
         return _ScatterAdd.apply(idx, grad_tangent, ctx.num_embeddings, ctx.padding_idx, ctx.deterministic)
 
 
-class _Lookup(torch.autograd.Function):
+class _LookupWithoutJvp(torch.autograd.Function):
     @staticmethod
     def forward(idx, weight, padding_idx, deterministic, scale_grad_by_freq=False, sparse=False):
         return _gather(idx, weight)
@@ -140,6 +142,9 @@ class _Lookup(torch.autograd.Function):
                 grad = scatter_add(idx, grad_output, ctx.num_embeddings, ctx.padding_idx, ctx.deterministic)
         return None, grad, None, None, None, None
 
+
+
+class _Lookup(_LookupWithoutJvp):
     @staticmethod
     def jvp(ctx, _, weight_tangent, *__):
         (idx,) = ctx.saved_tensors  # (the tangent is torch.func's wrapped tensor: through the Function again)
@@ -152,8 +157,8 @@ def deferred(idx, w, record, pad, limit, norm_type, deterministic, scale_grad_by
     record.poll()
     flat = index_vector(idx)
     safe, bad = record.indices(flat, w.shape[0])
-    if w.shape[0] == 0:  # every index is out of range: nothing to read
-        out = w.new_zeros(*idx.shape, w.shape[1])
+    if w.shape[0] == 0:  # every index is out of range: zeros (+ the empty table's sum: in its graph)
+        out = w.new_zeros(*idx.shape, w.shape[1]) + w.sum()
     else:
         if limit is not None:
             renorm_entries_(w, safe, limit, norm_type, (~bad).any())
