@@ -20,8 +20,9 @@ the call, and never waits for the device:
   raises does nothing else, so the process stays usable.
 
 Layers keep their own record (``layer.check_bounds()``); the functions share one per device
-(:func:`check_bounds`). Inside ``torch.compile`` the record is updated but only read when the
-compiled code returns, by an explicit check or an uncompiled call.
+(:func:`check_bounds`) unless given their own (``bounds_check=BoundsRecord(device)``). Inside
+``torch.compile`` and CUDA graphs the record is updated but only read outside them, by an explicit
+check or by an uncompiled call.
 
 FBGEMM's ``BoundsCheckMode`` is the model: ``FATAL`` is a device-side assert (which kills the CUDA
 context: we refuse that), ``WARNING`` clamps a bad index to row 0 and counts it (the output then
@@ -118,7 +119,7 @@ class BoundsRecord:
     def after_call(self) -> None:
         """Start the asynchronous copy to the host that :meth:`poll` reads (CUDA only; outside
         torch.compile). On the CPU the record itself is read."""
-        if self.state.device.type != "cuda" or torch.compiler.is_compiling():
+        if self.state.device.type != "cuda" or torch.compiler.is_compiling() or _capturing():
             return
         if self._host is None:
             self._host = torch.zeros(_SIZE, dtype=torch.int64, pin_memory=True)
@@ -128,7 +129,7 @@ class BoundsRecord:
 
     def poll(self) -> None:
         """Raise what an earlier call recorded, if the device has finished it; never waits."""
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or _capturing():
             return
         if self.state.device.type == "cuda":
             if self._event is None or not self._event.query():
@@ -173,6 +174,12 @@ class BoundsRecord:
                           "outside the bags that these offsets describe were left out)",)
             raise
         raise AssertionError(f"a bad offsets record that names no problem: {f}")  # pragma: no cover
+
+
+def _capturing() -> bool:
+    """Inside CUDA graph capture: neither copy to the host nor ask whether the device is done (the
+    graph's replays update the record; :meth:`BoundsRecord.check` reads it)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _at(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
