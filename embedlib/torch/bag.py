@@ -14,7 +14,7 @@ import torch
 
 from embedlib import _checks
 from embedlib.torch import _tensors, _triton, bounds
-from embedlib.torch.lookup import index_vector, frequency_scale, gather, scatter_add, sparse_rows
+from embedlib.torch.lookup import frequency_scale, gather, index_vector, scatter_add, sparse_rows
 from embedlib.torch._tensors import renorm_entries_, unchecked_renorm_
 
 #: PyTorch's numbering of the modes, in its embedding_bag kernels
@@ -352,7 +352,8 @@ def deferred(indices, w, offsets, record, *, mode, per_sample_weights, padding_i
     """Bags with ``bounds_check="deferred"`` (:mod:`embedlib.torch.bounds`): the checks that need no
     value run now; the index range and the offsets are checked on the device and recorded in
     ``record``. An out-of-range entry is left out of its bag (as a padding entry: with a
-    ``padding_idx`` it becomes one; without, a sum or mean weights it by 0, and a max leaves it out).
+    ``padding_idx`` it becomes one; without, a max leaves it out, and a sum or mean weights it by 0,
+    so that an infinity or NaN in the row that stands in for it would make its bag NaN).
     Offsets, valid or not, become bags that never read past the indices (the same bags when valid)."""
     idx, psw, off = _arguments(indices, offsets, mode, per_sample_weights, w.device, w.dtype)
     pad = _checks.padding_idx(padding_idx, w.shape[0])

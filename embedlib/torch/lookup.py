@@ -85,9 +85,10 @@ def _scatter_add(idx, grad, num_embeddings, padding_idx, deterministic):
     return out
 
 
-# The two autograd Functions are written in the form that torch.func accepts (a forward without ctx,
-# then setup_context), with a jvp for forward-mode AD: both operations are linear in their tensor
-# argument, so the tangent goes through the same operation.
+# The autograd Functions are written in the form that torch.func accepts (a forward without ctx, then
+# setup_context), with a jvp for forward-mode AD: both operations are linear in their tensor argument,
+# so the tangent goes through the same operation. (_LookupWithoutJvp is _Lookup for torch.compile,
+# which cannot trace a Function that has a jvp.)
 class _ScatterAdd(torch.autograd.Function):
     @staticmethod
     def forward(idx, grad, num_embeddings, padding_idx, deterministic):
