@@ -24,10 +24,13 @@ Layers keep their own record (``layer.check_bounds()``); the functions share one
 ``torch.compile`` and CUDA graphs the record is updated but only read outside them, by an explicit
 check or by an uncompiled call.
 
-FBGEMM's ``BoundsCheckMode`` is the model: ``FATAL`` is a device-side assert (which kills the CUDA
-context: we refuse that), ``WARNING`` clamps a bad index to row 0 and counts it (the output then
-silently holds row 0), ``IGNORE`` clamps without a word. Here the output is a zero row instead of
-another row's values, and the error names the value at the next call instead of a count in a log.
+FBGEMM's ``BoundsCheckMode`` (``bounds_check_indices``) is the model: ``FATAL`` is a check that on
+CUDA is a device-side assert (which kills the CUDA context: we refuse that); ``WARNING`` sets a bad
+index to 0 in the caller's own index tensor, counts it and logs the first one (the output then
+silently holds row 0's values, and the exception never comes); ``IGNORE`` does the same without a
+word; bad offsets are clamped in place alike. Here the caller's tensors are left as they were, a
+bad entry reads as a zero row (a bag leaves it out), and the error, naming the value, comes back to
+the Python code that made it, at the next call.
 """
 from __future__ import annotations
 
