@@ -2,17 +2,17 @@
 
 The model predicts user ``u``'s rating of movie ``i`` as
 
-    r_hat = mean + b_u + b_i + (p_u + x_u) . (q_i + y_i)
+    r_hat = mean + b_u + b_i + (p_u + x_u) . (q_i + zbar_i)
 
 with a user bias ``b_u`` and a movie bias ``b_i`` (embeddings of dimension 1), a user embedding
-``p_u``, a movie embedding ``q_i`` and two optional bags: ``y_i``, the mean embedding of the
+``p_u``, a movie embedding ``q_i`` and two optional bags: ``zbar_i``, the mean embedding of the
 movie's genres, and ``x_u``, the mean embedding of a bag attached to the user (in SVD++, the movies
 the user rated; Koren 2008). Every part is a lookup, so a batch of ratings touches only the rows of
 its users, movies and genres, and the SGD step changes only those rows.
 
 Training minimises, summed over the ratings of a batch,
 
-    1/2 (r_hat - r)^2 + reg/2 (b_u^2 + b_i^2 + |p_u|^2 + |q_i|^2) + bag_reg/2 (|x_u|^2 + |y_i|^2)
+    1/2 (r_hat - r)^2 + reg/2 (b_u^2 + b_i^2 + |p_u|^2 + |q_i|^2) + bag_reg/2 (|x_u|^2 + |zbar_i|^2)
 
 The penalty is charged once per rating, as in the SGD of Koren, Bell and Volinsky (2009), so a
 row is held back in proportion to how often it is used. A genre row is used by thousands of
@@ -112,7 +112,7 @@ class MatrixFactorization:
         return _plus_bag_means(self.user.weight[users], self.user_bag, self.user_bags, users)
 
     def movie_vectors(self, movies=None) -> np.ndarray:
-        """``q_i + y_i``: each movie's place in the embedding space (chapter 7), all by default."""
+        """``q_i + zbar_i``: each movie's place in the embedding space (chapter 7), all by default."""
         movies = np.arange(self.movie_bias.num_embeddings) if movies is None else np.asarray(movies)
         return _plus_bag_means(self.movie.weight[movies], self.movie_bag, self.movie_bags, movies)
 
@@ -150,7 +150,7 @@ class MatrixFactorization:
         """Add to each layer's sparse gradient the gradient of the batch objective (module docstring).
 
         ``error`` is ``r_hat - r`` for each rating of the last forward. Through the dot product
-        ``(p_u + x_u) . (q_i + y_i)``, the user side's gradient is ``error * (q_i + y_i)`` and the
+        ``(p_u + x_u) . (q_i + zbar_i)``, the user side's gradient is ``error * (q_i + zbar_i)`` and the
         movie side's ``error * (p_u + x_u)``; each layer's ``backward`` adds its rows' share up.
         """
         s = self._saved_or_raise()

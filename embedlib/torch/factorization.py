@@ -80,7 +80,7 @@ class MatrixFactorization(nn.Module):
 
     @torch.no_grad()
     def movie_vectors(self, movies=None) -> torch.Tensor:
-        """``q_i + y_i`` for the given movies (all by default), without gradient."""
+        """``q_i + zbar_i`` for the given movies (all by default), without gradient."""
         movies = self._all_or(movies, self.movie_bias)
         return self._plus_bag_means(self.movie.weight[movies], self.movie_bag, "movie", movies)
 
