@@ -123,11 +123,13 @@ SPARSE_PARAM = pytest.param(True, id="sparse")
 DENSE_PARAM = pytest.param(False, id="dense")
 
 
-def dense_each_sparse_all(cases, ids=lambda c: dtype_id(c)):
-    """``(cases, sparse)`` parameters: each case alone without sparse=True, and all cases in one
-    sparse=True test."""
-    return ([pytest.param([c], False, id=f"{ids(c)}-dense") for c in cases]
-            + [pytest.param(list(cases), True, id="sparse-all")])
+def each_case_dense_and_sparse(cases, ids=lambda c: dtype_id(c)):
+    """``(cases, sparse)`` parameters: each case alone, without and with sparse=True (the original
+    tests loop over both)."""
+    return [pytest.param([c], sparse, id=f"{ids(c)}-{'sparse' if sparse else 'dense'}")
+            for c in cases for sparse in (False, True)]
+
+
 INDEX_DTYPE_PAIRS = list(itertools.product(INDEX_DTYPES, INDEX_DTYPES))  # (indices, offsets), as PyTorch's @dtypes
 
 
@@ -622,7 +624,7 @@ def test_ported_embedding_padding_idx(sparse):
             assert torch.equal(after, pre)
 
 
-@pytest.mark.parametrize("cases,sparse", dense_each_sparse_all([torch.float32, torch.float64]))
+@pytest.mark.parametrize("cases,sparse", each_case_dense_and_sparse([torch.float32, torch.float64]))
 def test_ported_embedding_bag_1D_padding_idx(cases, sparse):
     # test_embedding_bag_1D_padding_idx: see _ported_embedding_bag_1D_padding_idx
     for dtype in cases:
@@ -730,7 +732,7 @@ def _ported_embedding_bag_1D_padding_idx(dtype, sparse):
             close(weights.grad, weights_torch.grad, msg=msg)
 
 
-@pytest.mark.parametrize("cases,sparse", dense_each_sparse_all([torch.float32, torch.float64]))
+@pytest.mark.parametrize("cases,sparse", each_case_dense_and_sparse([torch.float32, torch.float64]))
 def test_ported_embedding_bag_2D_padding_idx(cases, sparse):
     # test_embedding_bag_2D_padding_idx: see _ported_embedding_bag_2D_padding_idx
     for dtype in cases:
@@ -815,7 +817,7 @@ def _ported_embedding_bag_2D_padding_idx(dtype, sparse):
             close(weights.grad, weights_torch.grad, msg=msg)
 
 
-@pytest.mark.parametrize("cases,sparse", dense_each_sparse_all(INDEX_DTYPE_PAIRS))
+@pytest.mark.parametrize("cases,sparse", each_case_dense_and_sparse(INDEX_DTYPE_PAIRS))
 def test_ported_embedding_bag_empty_input(cases, sparse):
     # test_embedding_bag_empty_input: see _ported_embedding_bag_empty_input
     for dtypes in cases:
@@ -1149,7 +1151,7 @@ def _check_EmbeddingBag_vs_Embedding(N, D, B, L, max_norm=None, mode="mean", wdt
 
 
 @pytest.mark.parametrize("cases,sparse",
-                         dense_each_sparse_all(list(itertools.product(INDEX_DTYPES, (torch.float, torch.double)))))
+                         each_case_dense_and_sparse(list(itertools.product(INDEX_DTYPES, (torch.float, torch.double)))))
 def test_ported_EmbeddingBag_per_sample_weights_and_no_offsets(cases, sparse):
     # test_EmbeddingBag_per_sample_weights_and_no_offsets: see _ported_EmbeddingBag_per_sample_weights_and_no_offsets
     for dtypes in cases:
@@ -1262,7 +1264,7 @@ def _check_EmbeddingBag(mode, sparse, wdtype=torch.double, dtype=torch.long, odt
             lambda: es(input.view(-1), offset), ValueError, match="offsets run past the indices")
 
 
-@pytest.mark.parametrize("cases,sparse", dense_each_sparse_all(EBAG_DTYPES))
+@pytest.mark.parametrize("cases,sparse", each_case_dense_and_sparse(EBAG_DTYPES))
 def test_ported_embedding_bag_device(cases, sparse):
     # test_embedding_bag_device: see _ported_embedding_bag_device
     for dtypes in cases:
