@@ -7,7 +7,8 @@ Each runs in its own folder with the `python3` kernel; no execution-time metadat
 re-running an unchanged notebook leaves the file unchanged. With ``--only-cells-with TEXT`` the
 whole notebook still runs, but only the cells whose source contains TEXT get the new outputs; the
 others keep what is stored (their timings and figures do not churn when, say, only the wording of
-the exercise checkers' reports has changed).
+the exercise checkers' reports has changed). After each run, the glued numbers written in the prose
+are brought up to date with the new outputs (scripts/prose_text.py).
 """
 import argparse
 import copy
@@ -15,6 +16,8 @@ import os
 
 import nbformat
 from nbclient import NotebookClient
+
+from prose_text import load_bibliography, sync
 
 
 def execute(path, only_cells_with=None):
@@ -29,6 +32,8 @@ def execute(path, only_cells_with=None):
             if new.cell_type == "code" and only_cells_with in new.source:
                 old.outputs = new.outputs
         nb = stored
+    for index, role, old, new in sync(nb, load_bibliography()):
+        print(f"{path}: cell {index}: {role}: {old!r} -> {new!r}")
     nbformat.write(nb, path)
 
 
