@@ -11,6 +11,7 @@ from embedlib.numpy.lookup import lookup, lookup_backward
 from embedlib.numpy.neighbors import Neighbors, nearest_neighbors
 from embedlib.numpy.onehot import one_hot, onehot_matmul
 from embedlib.numpy.renorm import renorm_
+from embedlib.numpy.word2vec import negative_sampling_loss, negative_sampling_loss_backward
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -23,6 +24,8 @@ __all__ = [
     "lookup",
     "lookup_backward",
     "nearest_neighbors",
+    "negative_sampling_loss",
+    "negative_sampling_loss_backward",
     "one_hot",
     "onehot_matmul",
     "renorm_",

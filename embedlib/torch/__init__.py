@@ -12,6 +12,7 @@ from embedlib.torch.lookup import lookup, lookup_backward
 from embedlib.torch.neighbors import Neighbors, nearest_neighbors
 from embedlib.torch.onehot import one_hot, onehot_matmul
 from embedlib.torch.renorm import renorm_
+from embedlib.torch.word2vec import negative_sampling_loss, negative_sampling_loss_backward
 
 __all__ = [
     "BoundsRecord",
@@ -26,6 +27,8 @@ __all__ = [
     "lookup",
     "lookup_backward",
     "nearest_neighbors",
+    "negative_sampling_loss",
+    "negative_sampling_loss_backward",
     "one_hot",
     "onehot_matmul",
     "renorm_",
