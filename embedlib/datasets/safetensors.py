@@ -83,7 +83,10 @@ def read_safetensors(path, names: Iterable[str] | str | None = None) -> dict[str
     return out
 
 
-def _read_header(f, file_size: int, path: str) -> tuple[dict[str, tuple[str, tuple[int, ...], tuple[int, int]]], int]:
+Entry = tuple[str, tuple[int, ...], tuple[int, int]]  # (dtype, shape, (begin, end))
+
+
+def _read_header(f, file_size: int, path: str) -> tuple[dict[str, Entry], int]:
     """Parse and check the header: ``({name: (dtype, shape, (begin, end))}, start of the data)``."""
     if file_size < 8:
         raise SafetensorsError(f"{path}: truncated: {file_size} bytes, fewer than the 8 of the header length")
@@ -122,7 +125,7 @@ def _read_header(f, file_size: int, path: str) -> tuple[dict[str, tuple[str, tup
     return header, 8 + n
 
 
-def _entry(name: str, entry, path: str) -> tuple[str, tuple[int, ...], tuple[int, int]]:
+def _entry(name: str, entry, path: str) -> Entry:
     """One header entry, checked: dtype known, shape of non-negative ints, offsets matching the size."""
     where = f"{path}: tensor {name!r}"
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
