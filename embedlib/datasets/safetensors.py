@@ -121,7 +121,8 @@ def _read_header(f, file_size: int, path: str) -> tuple[dict[str, Entry], int]:
         raise SafetensorsError(f"{path}: truncated: the tensors need {expected} bytes of data but only "
                                f"{data_size} follow the header")
     if expected < data_size:
-        raise SafetensorsError(f"{path}: bad offsets: {data_size - expected} bytes after the last tensor belong to none")
+        raise SafetensorsError(f"{path}: bad offsets: {data_size - expected} bytes after the last tensor "
+                               "belong to none")
     return header, 8 + n
 
 
