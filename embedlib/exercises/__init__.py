@@ -22,9 +22,11 @@ from embedlib.exercises.neighbors import check_nearest_neighbors
 from embedlib.exercises.onehot import check_one_hot, check_onehot_matmul
 from embedlib.exercises.practice import check_expected_collisions, check_pad_batch, check_vocabulary
 from embedlib.exercises.torch_layers import check_embedding_layer
+from embedlib.exercises.words import check_analogy, check_softmax_gradient
 
 __all__ = [
     "CheckResult",
+    "check_analogy",
     "check_embedding_bag",
     "check_embedding_bag_backward",
     "check_embedding_layer",
@@ -40,6 +42,7 @@ __all__ = [
     "check_onehot_matmul",
     "check_pad_batch",
     "check_scatter_add_kernel",
+    "check_softmax_gradient",
     "check_sparse_sgd_step",
     "check_vocabulary",
 ]
