@@ -56,10 +56,10 @@ def test_right_softmax_gradients_pass(fn):
 @pytest.mark.parametrize("wrong, hint", [
     (naive_gradient, "subtract the largest logit"),
     (lambda u, w, o: -stable_gradient(u, w, o), "sign is flipped"),
-    (forgot_one_hot, "(p - one_hot(o)) u^T"),
-    (only_row_o, "every row of weight gets p_w u"),
+    (forgot_one_hot, "(p - one_hot(o)) x^T"),
+    (only_row_o, "every row of weight gets p_w x"),
     (lambda u, w, o: stable_gradient(u, w, o).T, "transpose"),
-    (lambda u, w, o: w.T @ (stable_gradient(u, w, o) @ u / (u @ u)), "gradient with respect to u"),
+    (lambda u, w, o: w.T @ (stable_gradient(u, w, o) @ u / (u @ u)), "gradient with respect to x"),
 ])
 def test_classic_softmax_mistakes_get_their_hint(wrong, hint):
     result = check_softmax_gradient(wrong)

@@ -1,7 +1,7 @@
 """Checkers for chapter 11, words: the full-softmax gradient and the analogy arithmetic.
 
 - :func:`check_softmax_gradient`: the gradient of word2vec's full-softmax loss
-  ``-log softmax(W u)[o]`` with respect to the output table ``W`` (the proposition of chapter 11:
+  ``-log softmax(W_out x)[o]`` with respect to the output table ``W_out`` (the proposition of chapter 11:
   every one of its ``V`` rows is touched);
 - :func:`check_analogy`: "a is to b as c is to ?" answered by the closest unit row to
   ``b - a + c`` (3CosAdd), the three question words left out.
@@ -23,17 +23,17 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def _softmax_gradient(u, weight, o) -> np.ndarray:
-    """d/dW of -log softmax(W u)[o] = (p - e_o) u^T: row w gets (p_w - [w = o]) u."""
-    p = _softmax(weight @ u)
+def _softmax_gradient(x, weight, o) -> np.ndarray:
+    """d/dW_out of -log softmax(W_out x)[o] = (p - e_o) x^T: row w gets (p_w - [w = o]) x."""
+    p = _softmax(weight @ x)
     p[o] -= 1.0
-    return np.outer(p, u)
+    return np.outer(p, x)
 
 
 def check_softmax_gradient(fn, *, seed: int = 0) -> CheckResult:
-    """Check ``fn(u, weight, o)``: the gradient of ``-log softmax(weight @ u)[o]`` w.r.t. ``weight``.
+    """Check ``fn(x, weight, o)``: the gradient of ``-log softmax(weight @ x)[o]`` w.r.t. ``weight``.
 
-    ``u`` (D,) is the input vector (a row of the input table), ``weight`` (V, D) the output table and
+    ``x`` (D,) is the input vector (a row of the input table), ``weight`` (V, D) the output table and
     ``o`` the id of the word to predict. ``fn`` must return a (V, D) array, the same shape as
     ``weight``. The cases include one output word (V = 1), ``o`` first and last, and logits in the
     hundreds, where ``exp`` overflows unless the largest logit is subtracted first.
@@ -42,27 +42,27 @@ def check_softmax_gradient(fn, *, seed: int = 0) -> CheckResult:
     shapes = [(1, 3), (2, 1), (3, 2), (5, 4), (8, 3), (12, 5), (30, 6)]
     cases = []
     for number, (v, d) in enumerate(shapes):
-        u, w = np.round(rng.standard_normal(d), 3), np.round(rng.standard_normal((v, d)), 3)
+        x, w = np.round(rng.standard_normal(d), 3), np.round(rng.standard_normal((v, d)), 3)
         o = 0 if number % 3 == 0 else (v - 1 if number % 3 == 1 else int(rng.integers(0, v)))
-        cases.append(Case(f"V = {v}, D = {d}, o = {o}", (u, w, o), _softmax_gradient(u, w, o),
-                          names=("u", "weight", "o"), hint=_softmax_hint(u, w, o)))
+        cases.append(Case(f"V = {v}, D = {d}, o = {o}", (x, w, o), _softmax_gradient(x, w, o),
+                          names=("x", "weight", "o"), hint=_softmax_hint(x, w, o)))
     # large logits: a naive exp overflows to inf and the gradient becomes NaN
-    u, w = np.round(rng.standard_normal(4), 3) * 30, np.round(rng.standard_normal((6, 4)), 3) * 30
-    cases.append(Case("V = 6, D = 4, o = 2, logits in the hundreds", (u, w, 2), _softmax_gradient(u, w, 2),
-                      names=("u", "weight", "o"), hint=_softmax_hint(u, w, 2)))
+    x, w = np.round(rng.standard_normal(4), 3) * 30, np.round(rng.standard_normal((6, 4)), 3) * 30
+    cases.append(Case("V = 6, D = 4, o = 2, logits in the hundreds", (x, w, 2), _softmax_gradient(x, w, 2),
+                      names=("x", "weight", "o"), hint=_softmax_hint(x, w, 2)))
     return _harness.run(_harness.name_of(fn), fn, cases,
                         summary="one word, first and last targets, logits in the hundreds", rtol=1e-6, atol=1e-9)
 
 
-def _softmax_hint(u, weight, o):
-    expected = _softmax_gradient(u, weight, o)
-    p = _softmax(weight @ u)
+def _softmax_hint(x, weight, o):
+    expected = _softmax_gradient(x, weight, o)
+    p = _softmax(weight @ x)
     only_row_o = np.zeros_like(expected)
     only_row_o[o] = expected[o]
 
     def hint(got):
-        if got.shape == u.shape:
-            return "that is the gradient with respect to u; the question asks for the one w.r.t. weight, shape (V, D)"
+        if got.shape == x.shape:
+            return "that is the gradient with respect to x; the question asks for the one w.r.t. weight, shape (V, D)"
         if got.shape == (weight.shape[1], weight.shape[0]):
             return "the gradient has the shape of weight, (V, D): transpose your outer product"
         if got.shape != expected.shape:
@@ -70,12 +70,12 @@ def _softmax_hint(u, weight, o):
         if np.isnan(got).any():
             return "exp overflowed: subtract the largest logit before exponentiating (softmax does not change)"
         if np.allclose(got, -expected, rtol=1e-6, atol=1e-9):
-            return "the sign is flipped: the loss is -log p_o, so row o's gradient is (p_o - 1) u and row w's is p_w u"
-        if np.allclose(got, np.outer(p, u), rtol=1e-6, atol=1e-9):
-            return "row o also gets -u from the -log of the true word's logit: the gradient is (p - one_hot(o)) u^T"
+            return "the sign is flipped: the loss is -log p_o, so row o's gradient is (p_o - 1) x and row w's is p_w x"
+        if np.allclose(got, np.outer(p, x), rtol=1e-6, atol=1e-9):
+            return "row o also gets -x from the -log of the true word's logit: the gradient is (p - one_hot(o)) x^T"
         if v_rows_touched(got) == 1 and np.allclose(got, only_row_o, rtol=1e-6, atol=1e-9):
-            return ("only row o is right: the normaliser sum_w exp(W_w . u) depends on every row, so every row of "
-                    "weight gets p_w u")
+            return ("only row o is right: the normaliser sum_w exp(W_w . x) depends on every row, so every row of "
+                    "weight gets p_w x")
         return None
     return hint
 
