@@ -210,3 +210,68 @@ def sparse_gradients(sparse, mode=None) -> bool:
         raise ValueError("sparse=True is not supported with mode='max' (as torch): use mode 'sum' or 'mean', "
                          "or dense gradients")
     return bool(sparse)
+
+
+# --------------------------------------------------------------------------------------------------
+# Positions, patches and codebooks (chapter 12)
+# --------------------------------------------------------------------------------------------------
+def even_dim(value, name: str = "dim") -> int:
+    """A positive even int: sines and cosines (and RoPE's rotations) come in pairs of columns."""
+    d = positive(value, name)
+    if d % 2:
+        raise ValueError(f"{name} must be even (the columns come in (sin, cos) pairs), got {d}")
+    return d
+
+
+def rope_base(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise ValueError(f"base must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def rope_shapes(x_shape: tuple, positions_shape: tuple) -> None:
+    """``x`` is ``(..., T, D)`` with D even, ``positions`` is ``(T,)``."""
+    if len(x_shape) < 2:
+        raise ValueError(f"x must have shape (..., T, D), at least 2-D, got shape {tuple(x_shape)}")
+    if x_shape[-1] % 2:
+        raise ValueError(f"the last dimension of x must be even (RoPE rotates pairs of columns), got {x_shape[-1]}")
+    if tuple(positions_shape) != (x_shape[-2],):
+        raise ValueError(f"positions must have shape (T,) = ({x_shape[-2]},), one per row of x's (T, D) "
+                         f"blocks, got {tuple(positions_shape)}")
+
+
+def patch_grid(images_shape: tuple, patch_size: int) -> tuple[int, int, int, int, int, int]:
+    """``images`` (N, C, H, W) with H and W divisible by ``patch_size``: ``(N, C, H // p, W // p, p, p)``."""
+    p = positive(patch_size, "patch_size")
+    if len(images_shape) != 4:
+        raise ValueError(f"images must be 4-D (N, C, H, W), got shape {tuple(images_shape)}")
+    n, c, h, w = images_shape
+    if h % p or w % p:
+        raise ValueError(f"the image height {h} and width {w} must be divisible by patch_size {p} "
+                         "(crop or pad the images first)")
+    return n, c, h // p, w // p, p, p
+
+
+def patch_kernel(weight_shape: tuple, images_shape: tuple, bias_shape) -> int:
+    """A Conv2d kernel (D, C, p, p) for images (N, C, H, W), bias (D,) or None: returns p."""
+    if len(images_shape) != 4:
+        raise ValueError(f"images must be 4-D (N, C, H, W), got shape {tuple(images_shape)}")
+    channels = images_shape[1]
+    if len(weight_shape) != 4 or weight_shape[2] != weight_shape[3]:
+        raise ValueError(f"weight must be a square Conv2d kernel of shape (D, C, p, p), got {tuple(weight_shape)}")
+    if weight_shape[1] != channels:
+        raise ValueError(f"weight has {weight_shape[1]} input channels but the images have {channels}")
+    if bias_shape is not None and tuple(bias_shape) != (weight_shape[0],):
+        raise ValueError(f"bias must have shape (D,) = ({weight_shape[0]},), got {tuple(bias_shape)}")
+    return positive(weight_shape[2], "the kernel size")
+
+
+def codebook_shapes(vectors_shape: tuple, codebook_shape: tuple) -> None:
+    """``vectors`` (..., D), ``codebook`` (K, D) with K >= 1."""
+    if len(codebook_shape) != 2:
+        raise ValueError(f"codebook must be 2-D (num_codes, D), got shape {tuple(codebook_shape)}")
+    if codebook_shape[0] == 0:
+        raise ValueError("codebook must have at least one codeword, got 0 rows")
+    if len(vectors_shape) < 1 or vectors_shape[-1] != codebook_shape[1]:
+        raise ValueError(f"vectors must have shape (..., D) with D = {codebook_shape[1]} (the codebook's width), "
+                         f"got {tuple(vectors_shape)}")

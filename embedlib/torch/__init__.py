@@ -4,6 +4,7 @@
 """
 from embedlib._checks import DEFAULT_MAX_BYTES
 from embedlib.torch.bag import embedding_bag
+from embedlib.torch.codebook import quantize, quantize_backward
 from embedlib.torch.bounds import BoundsRecord, check_bounds
 from embedlib.torch.factorization import MatrixFactorization, rmse, train_sgd
 from embedlib.torch.hashing import hash_bucket
@@ -11,6 +12,8 @@ from embedlib.torch.layers import Embedding, EmbeddingBag
 from embedlib.torch.lookup import lookup, lookup_backward
 from embedlib.torch.neighbors import Neighbors, nearest_neighbors
 from embedlib.torch.onehot import one_hot, onehot_matmul
+from embedlib.torch.patches import image_patches, patch_embedding
+from embedlib.torch.positions import apply_rope, sinusoidal_positions
 from embedlib.torch.renorm import renorm_
 from embedlib.torch.word2vec import negative_sampling_loss, negative_sampling_loss_backward
 
@@ -22,8 +25,10 @@ __all__ = [
     "MatrixFactorization",
     "Neighbors",
     "check_bounds",
+    "apply_rope",
     "embedding_bag",
     "hash_bucket",
+    "image_patches",
     "lookup",
     "lookup_backward",
     "nearest_neighbors",
@@ -31,7 +36,11 @@ __all__ = [
     "negative_sampling_loss_backward",
     "one_hot",
     "onehot_matmul",
+    "patch_embedding",
+    "quantize",
+    "quantize_backward",
     "renorm_",
     "rmse",
+    "sinusoidal_positions",
     "train_sgd",
 ]
