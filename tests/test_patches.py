@@ -98,3 +98,11 @@ def test_errors(backend):
         el.patch_embedding(img, backend.arr(np.ones((4, 2, 2, 2), np.float32)), backend.arr(np.ones(3, np.float32)))
     with pytest.raises(ValueError, match="images must be 4-D"):
         el.patch_embedding(backend.arr(np.ones((2, 8, 8), np.float32)), backend.arr(np.ones((4, 2, 2, 2), np.float32)))
+
+
+def test_dtypes_must_match(backend):
+    img = backend.arr(np.ones((1, 1, 4, 4), np.float32))
+    with pytest.raises(TypeError, match="images must have the weight's dtype float64"):
+        backend.el.patch_embedding(img, backend.arr(np.ones((2, 1, 2, 2), np.float64)))
+    with pytest.raises(TypeError, match="bias must have the weight's dtype float32"):
+        backend.el.patch_embedding(img, backend.arr(np.ones((2, 1, 2, 2), np.float32)), backend.arr(np.ones(2)))

@@ -37,5 +37,8 @@ def patch_embedding(images, weight, bias=None):
     w = _arrays.floats(weight, "weight")
     b = None if bias is None else _arrays.floats(bias, "bias")
     p = _checks.patch_kernel(w.shape, x.shape, None if b is None else b.shape)
+    _checks.same_dtype(str(x.dtype), str(w.dtype), "images")
+    if b is not None:
+        _checks.same_dtype(str(b.dtype), str(w.dtype), "bias")
     out = image_patches(x, p) @ w.reshape(w.shape[0], -1).T
     return out if b is None else out + b

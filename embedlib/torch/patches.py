@@ -22,9 +22,16 @@ def image_patches(images, patch_size):
 def patch_embedding(images, weight, bias=None):
     """A ViT's patch embedding (chapter 12): ``image_patches(images, p) @ weight.reshape(D, -1).T + bias``,
     shape ``(N, num_patches, D)``; ``weight`` (D, C, p, p) is a Conv2d kernel with stride ``p``."""
-    x = _tensors.floats(images, "images")
-    w = _tensors.floats(weight, "weight", x.device)
-    b = None if bias is None else _tensors.floats(bias, "bias", x.device)
+    w = _tensors.floats(weight, "weight")
+    x = _tensors.floats(images, "images", w.device)
+    b = None if bias is None else _tensors.floats(bias, "bias", w.device)
     p = _checks.patch_kernel(tuple(w.shape), tuple(x.shape), None if b is None else tuple(b.shape))
+    _checks.same_dtype(_name(x.dtype), _name(w.dtype), "images")
+    if b is not None:
+        _checks.same_dtype(_name(b.dtype), _name(w.dtype), "bias")
     out = image_patches(x, p) @ w.reshape(w.shape[0], -1).T
     return out if b is None else out + b
+
+
+def _name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
