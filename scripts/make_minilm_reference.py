@@ -18,12 +18,17 @@ It holds, for the SENTENCES below (padded to the longest):
   token-type rows, then LayerNorm), token-type ids 0, in eval mode;
 - ``sentence_vectors`` (float32, (B, 384)): ``SentenceTransformer.encode(..., normalize_embeddings=True)``
   (mean pooling over the unmasked tokens, then L2 normalisation);
+- ``stress_texts`` (300 random strings of letters, accents, CJK, kana, hangul, emoji, punctuation,
+  control and odd spaces: :func:`stress_texts`) with the tokenizer's ids, concatenated in
+  ``stress_ids`` (int64) and cut by ``stress_offsets`` (text ``i``'s ids are
+  ``stress_ids[stress_offsets[i]:stress_offsets[i + 1]]``), for the WordPiece tokenizer's tests;
 - ``versions``: "name=version" strings; ``model_sha256``: the weights file's SHA-256.
 """
 from __future__ import annotations
 
 import hashlib
 import pathlib
+import random
 import sys
 
 import numpy as np
@@ -48,6 +53,17 @@ SENTENCES = [
     "\U0001F642 emoji and symbols: \u00b1\u221a\u221e \u2260 \u20ac100",
 ]
 
+#: the characters of the stress texts: what BERT's basic tokenizer treats specially, and what it does not
+STRESS_POOL = ("abcxyzABC\u00c9\u00e9\u00e8\u00e7\u00f1\u00fc\u00f6\u00df\u00d8\u00e6\u6771\u4eac\u65e5\u672c\u8a9e"
+               "\ud55c\uad6d\uc5b4\u30ab\u30bf\U0001F600\U0001F642!?.,;:'\"()[]{}-_/\\@#$%^&*+=<>~`|\t\n\r "
+               "\u00a0\u200b\u2003\x00\x07\ufffd0123456789\u00bd\u00b2\ufb01")
+
+
+def stress_texts(n: int = 300, seed: int = 0) -> list[str]:
+    """``n`` random strings of 1 to 40 characters of STRESS_POOL."""
+    rng = random.Random(seed)
+    return ["".join(rng.choice(STRESS_POOL) for _ in range(rng.randint(1, 40))) for _ in range(n)]
+
 
 def main(model_dir: str, out: str) -> None:
     torch.manual_seed(0)
@@ -59,6 +75,8 @@ def main(model_dir: str, out: str) -> None:
         embeddings = bert.embeddings(input_ids=batch["input_ids"],
                                      token_type_ids=torch.zeros_like(batch["input_ids"]))
     vectors = model.encode(SENTENCES, normalize_embeddings=True, convert_to_numpy=True, batch_size=len(SENTENCES))
+    stress = stress_texts()
+    stress_ids = [model.tokenizer(text)["input_ids"] for text in stress]
     weights = pathlib.Path(model_dir) / "model.safetensors"
     versions = [f"sentence-transformers={sentence_transformers.__version__}",
                 f"transformers={transformers.__version__}", f"tokenizers={tokenizers.__version__}",
@@ -68,6 +86,8 @@ def main(model_dir: str, out: str) -> None:
         out, sentences=np.array(SENTENCES), input_ids=batch["input_ids"].numpy().astype(np.int64),
         attention_mask=batch["attention_mask"].numpy().astype(np.int64),
         embeddings=embeddings.numpy().astype(np.float32), sentence_vectors=vectors.astype(np.float32),
+        stress_texts=np.array(stress), stress_ids=np.array([i for ids in stress_ids for i in ids], dtype=np.int64),
+        stress_offsets=np.cumsum([0] + [len(ids) for ids in stress_ids]).astype(np.int64),
         versions=np.array(versions), model_sha256=np.array(hashlib.sha256(weights.read_bytes()).hexdigest()))
     print(out, "written:", batch["input_ids"].shape, versions)
 

@@ -32,6 +32,15 @@ def test_ids_equal_the_reference_tokenizer(reference, bert):
         np.testing.assert_array_equal(bert.encode(str(text)), ids[mask.astype(bool)], err_msg=repr(str(text)))
 
 
+def test_ids_equal_the_reference_tokenizer_on_stress_texts(reference, bert):
+    """300 random strings of accents, CJK, kana, hangul, emoji, punctuation, control characters and odd
+    spaces. (NumPy drops trailing NUL characters from stored strings; the tokenizer drops NULs anyway.)"""
+    offsets, ids = reference["stress_offsets"], reference["stress_ids"]
+    assert len(reference["stress_texts"]) == 300
+    for i, text in enumerate(reference["stress_texts"]):
+        np.testing.assert_array_equal(bert.encode(str(text)), ids[offsets[i]:offsets[i + 1]], err_msg=repr(str(text)))
+
+
 def test_greedy_longest_match_first():
     tok = WordPieceTokenizer(TOY)
     assert tok.tokenize("unaffable!") == ["un", "##aff", "##able", "!"]
