@@ -13,7 +13,8 @@ tokenizers 0.23.3, torch 2.14.1+cu130 (run on the CPU) and numpy 2.4.6 (the vers
 It holds, for the SENTENCES below (padded to the longest):
 
 - ``sentences``: the texts; ``input_ids``, ``attention_mask`` (int64, (B, T)): the real tokenizer's
-  output (transformers 5's BertTokenizer, backed by the Rust tokenizers library: lowercasing, [CLS] ... [SEP], 0-padded);
+  output (transformers 5's BertTokenizer, backed by the Rust tokenizers library: lowercasing,
+  [CLS] ... [SEP], 0-padded);
 - ``embeddings`` (float32, (B, T, 384)): the output of BERT's embedding layer (word + position +
   token-type rows, then LayerNorm), token-type ids 0, in eval mode;
 - ``sentence_vectors`` (float32, (B, 384)): ``SentenceTransformer.encode(..., normalize_embeddings=True)``

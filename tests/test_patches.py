@@ -78,7 +78,8 @@ def test_backends_agree():
     a = NUMPY.el.patch_embedding(images, weight, bias)
     b = TORCH.el.patch_embedding(*map(torch.from_numpy, (images, weight, bias))).numpy()
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(NUMPY.el.image_patches(images, 2), TORCH.el.image_patches(torch.from_numpy(images), 2))
+    np.testing.assert_array_equal(NUMPY.el.image_patches(images, 2),
+                                  TORCH.el.image_patches(torch.from_numpy(images), 2))
 
 
 def test_errors(backend):

@@ -38,7 +38,8 @@ class WordPieceTokenizer:
         self.max_chars_per_word = int(max_chars_per_word)
 
     def tokenize(self, text: str) -> list[str]:
-        """The word pieces of ``text`` (no ``[CLS]``/``[SEP]``): ``"Unaffable!"`` -> ``['una', '##ffa', '##ble', '!']``."""
+        """The word pieces of ``text``, without ``[CLS]`` and ``[SEP]``: with BERT's uncased vocabulary,
+        ``"Unaffable!"`` gives ``['una', '##ffa', '##ble', '!']``."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         pieces = []
