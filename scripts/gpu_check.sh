@@ -12,7 +12,7 @@
 #   3. the benchmark on the GPU, default sizes                      -> $OUT/bench_gpu.{json,txt}
 #      (the JSON holds the GPU's name, torch/triton/CUDA versions and the date; it is saved after
 #      every suite, so a run cut short still leaves its measurements)
-#   4. the CUDA test suite: tests/test_cuda.py, and the deferred bounds check without host syncs
+#   4. the CUDA test suite: tests/test_cuda.py, tests/test_cuda_chapter12.py, and the deferred bounds check without host syncs
 #      and in a CUDA graph (tests/test_bounds.py -k cuda)       -> $OUT/test_cuda.{txt,xml}
 #   5. chapters 5 and 9 run without Jupyter, printed outputs compared with the stored ones, if time
 #      is left (scripts/check_notebook_outputs.py; cells tagged output-depends-on-gpu, such as
@@ -129,7 +129,7 @@ step benchmark 200 "$OUT/bench_gpu.txt" \
 
 # 4. The CUDA suite: every function and layer on the GPU equals the CPU.
 step cuda-tests 120 "$OUT/test_cuda.txt" \
-    "${PYTEST[@]}" tests/test_cuda.py tests/test_bounds.py -k cuda --junitxml="$OUT/test_cuda.xml"
+    "${PYTEST[@]}" tests/test_cuda.py tests/test_cuda_chapter12.py tests/test_bounds.py -k cuda --junitxml="$OUT/test_cuda.xml"
 
 # 5. Chapters 5 and 9 on the GPU, without Jupyter: every code cell runs, and what it prints must match
 #    the stored outputs (after nbval's masking); chapter 9 measures this GPU live (optional).
