@@ -21,6 +21,7 @@ from embedlib.exercises.lookup import check_lookup, check_lookup_backward
 from embedlib.exercises.neighbors import check_nearest_neighbors
 from embedlib.exercises.onehot import check_one_hot, check_onehot_matmul
 from embedlib.exercises.practice import check_expected_collisions, check_pad_batch, check_vocabulary
+from embedlib.exercises.tokens import check_image_patches, check_sinusoidal_positions
 from embedlib.exercises.torch_layers import check_embedding_layer
 from embedlib.exercises.words import check_analogy, check_softmax_gradient
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_expected_collisions",
     "check_factorization_step",
     "check_gather_kernel",
+    "check_image_patches",
     "check_lines_touched",
     "check_lookup",
     "check_lookup_backward",
@@ -42,6 +44,7 @@ __all__ = [
     "check_onehot_matmul",
     "check_pad_batch",
     "check_scatter_add_kernel",
+    "check_sinusoidal_positions",
     "check_softmax_gradient",
     "check_sparse_sgd_step",
     "check_vocabulary",
