@@ -1,0 +1,29 @@
+"""Embedding tables sharded over ``torch.distributed`` (the chapter on sharded tables).
+
+Row-wise sharding: each rank holds a contiguous block of rows (:func:`row_shards`); lookups and bags
+send ids to their owners and rows back with all-to-alls of uneven sizes, and the backward pass sends
+the gradient rows back the same way, so each rank's gradient covers its own shard only. Works with
+any backend that has ``all_to_all_single`` with uneven splits (gloo on the CPU, NCCL on GPUs).
+
+* :func:`sharded_lookup`, :func:`sharded_embedding_bag`: the functions, on this rank's shard;
+* :class:`ShardedEmbedding`, :class:`ShardedEmbeddingBag`: the layers;
+* :func:`save_sharded`, :func:`load_sharded`: one file, and back onto any number of ranks.
+
+Bad input on any rank raises on every rank (the rank that sent it raises embedlib's own error), so
+no rank is left waiting in a collective.
+"""
+from embedlib.distributed.checkpoint import load_sharded, save_sharded
+from embedlib.distributed.layers import ShardedEmbedding, ShardedEmbeddingBag
+from embedlib.distributed.plan import RowShards, row_shards
+from embedlib.distributed.rowwise import sharded_embedding_bag, sharded_lookup
+
+__all__ = [
+    "RowShards",
+    "ShardedEmbedding",
+    "ShardedEmbeddingBag",
+    "load_sharded",
+    "row_shards",
+    "save_sharded",
+    "sharded_embedding_bag",
+    "sharded_lookup",
+]

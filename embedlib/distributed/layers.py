@@ -1,0 +1,102 @@
+"""Row-wise sharded layers (the chapter on sharded tables): each rank's module holds its block of the
+table's rows as its ``weight`` Parameter, so an optimiser built on each rank steps its own shard only.
+
+Every rank of the group must build the layer with the same arguments, and call ``forward`` (and
+``backward``) the same number of times, each with its own batch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from embedlib import _checks
+from embedlib.distributed import _collectives
+from embedlib.distributed.plan import RowShards
+from embedlib.distributed.rowwise import sharded_embedding_bag, sharded_lookup
+from embedlib.torch import _tensors
+
+
+class _ShardedTable(nn.Module):
+    """What both sharded layers share: the shard, where it lies in the full table, and the group."""
+
+    def __init__(self, num_embeddings, embedding_dim, *, padding_idx=None, group=None, seed=None, device=None,
+                 dtype=None):
+        super().__init__()
+        self.num_embeddings = _checks.count(num_embeddings, "num_embeddings")
+        self.embedding_dim = _checks.count(embedding_dim, "embedding_dim")
+        self.padding_idx = _checks.padding_idx(padding_idx, self.num_embeddings)
+        self.group = group
+        self.rank, self.world_size = _collectives.world(group)
+        self.shards = RowShards(self.num_embeddings, self.world_size)
+        self.row_start, self.row_stop = self.shards.bounds(self.rank)
+        self.weight = nn.Parameter(torch.empty(self.row_stop - self.row_start, self.embedding_dim, device=device,
+                                               dtype=dtype))
+        self.reset_parameters(seed)
+
+    @torch.no_grad()
+    def reset_parameters(self, seed=None) -> None:
+        """N(0, 1) entries (the padding row zero). With ``seed``, reproducible: rank ``r`` draws from a
+        generator seeded with ``seed + r`` (not the single-process table's numbers: use
+        :meth:`from_full` to start from a given table)."""
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device="cpu").manual_seed(int(seed) + self.rank)
+        self.weight.copy_(torch.randn(self.weight.shape, generator=gen, dtype=self.weight.dtype))
+        if self.padding_idx is not None and self.row_start <= self.padding_idx < self.row_stop:
+            self.weight[self.padding_idx - self.row_start] = 0
+
+    @classmethod
+    def from_full(cls, weight, *, group=None, **options):
+        """The layer holding this rank's rows of the full table ``weight`` (copied); every rank passes the
+        same table. For tables that fit on one rank (tests, examples); :func:`load_sharded` reads only
+        the rank's own rows from a file."""
+        w = _tensors.weight(weight)
+        layer = cls(w.shape[0], w.shape[1], group=group, device=w.device, dtype=w.dtype, **options)
+        with torch.no_grad():
+            layer.weight.copy_(w[layer.row_start: layer.row_stop])
+        return layer
+
+    def config(self) -> dict:
+        """The arguments that rebuild the layer (what :func:`save_sharded` stores beside the table)."""
+        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
+                "padding_idx": self.padding_idx}
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_embeddings}, {self.embedding_dim}, rows {self.row_start}:{self.row_stop} on rank "
+                f"{self.rank} of {self.world_size}" + ("" if self.padding_idx is None else
+                                                       f", padding_idx={self.padding_idx}"))
+
+
+class ShardedEmbedding(_ShardedTable):
+    """A row-wise sharded ``Embedding`` (the chapter on sharded tables): ``forward(indices)`` gives the same
+    values and, on each rank's shard, the same gradient rows as ``embedlib.torch.Embedding`` on the full
+    table for the ranks' batches taken together. Rank ``r`` holds rows ``row_start:row_stop``; when the
+    world size ``W`` does not divide ``num_embeddings`` the first ``num_embeddings % W`` ranks hold one
+    row more (:func:`embedlib.distributed.row_shards`). ``padding_idx`` as in ``nn.Embedding``."""
+
+    def forward(self, indices) -> torch.Tensor:
+        return sharded_lookup(indices, self.weight, self.num_embeddings, padding_idx=self.padding_idx,
+                              group=self.group)
+
+
+class ShardedEmbeddingBag(_ShardedTable):
+    """A row-wise sharded ``EmbeddingBag`` (the chapter on sharded tables):
+    ``forward(indices, offsets=None, per_sample_weights=None)`` with the semantics of
+    ``embedlib.torch.EmbeddingBag`` (modes "sum", "mean", "max"; ``padding_idx``; ``include_last_offset``).
+    The rows come from their owners by all-to-all; each bag is reduced on the rank that asked for it.
+    Shards as in :class:`ShardedEmbedding`."""
+
+    def __init__(self, num_embeddings, embedding_dim, *, mode="mean", padding_idx=None, include_last_offset=False,
+                 group=None, seed=None, device=None, dtype=None):
+        _checks.bag_mode(mode, False)
+        self.mode, self.include_last_offset = mode, bool(include_last_offset)
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, group=group, seed=seed,
+                         device=device, dtype=dtype)
+
+    def forward(self, indices, offsets=None, per_sample_weights=None) -> torch.Tensor:
+        return sharded_embedding_bag(indices, self.weight, self.num_embeddings, offsets, mode=self.mode,
+                                     per_sample_weights=per_sample_weights, padding_idx=self.padding_idx,
+                                     include_last_offset=self.include_last_offset, group=self.group)
+
+    def config(self) -> dict:
+        return {**super().config(), "mode": self.mode, "include_last_offset": self.include_last_offset}

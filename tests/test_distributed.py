@@ -1,0 +1,217 @@
+"""embedlib.distributed: row-wise sharded tables over torch.distributed, checked against one process.
+
+Each test starts 2 or 4 worker processes on the CPU (forked from this one: about 0.05 s each), which
+join a gloo process group through a ``file://`` rendezvous in the test's temporary directory (no TCP
+store: every listener stays on 127.0.0.1). Each worker writes its result to a file; the parent waits
+at most ``TIMEOUT`` seconds for all of them, kills every worker that is left and fails the test if
+any hangs. The references are ``embedlib.torch``'s ``Embedding`` / ``EmbeddingBag`` in this process,
+on the ranks' batches taken together, compared bit for bit.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import time
+import traceback
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import embedlib.distributed as ed
+import embedlib.torch as el
+
+TIMEOUT = 60.0  # seconds for a whole run of workers
+LR = 0.5
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+
+# --------------------------------------------------------------------------------------------------
+# Starting workers, and bounding them in time
+# --------------------------------------------------------------------------------------------------
+def _worker(rank: int, world_size: int, tmp: str, scenario, args) -> None:
+    out = os.path.join(tmp, f"result{rank}.pt")
+    try:
+        torch.set_num_threads(1)  # 2 to 4 ranks on a 2-core machine
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only
+        dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world_size,
+                                timeout=datetime.timedelta(seconds=TIMEOUT))
+        result = {"ok": scenario(rank, world_size, *args)}
+    except BaseException as failure:  # noqa: BLE001  reported to the parent
+        result = {"error": type(failure).__name__, "message": str(failure), "traceback": traceback.format_exc()}
+    try:
+        torch.save(result, out)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    finally:
+        os._exit(0)  # no pytest (or other) exit handlers in a forked child
+
+
+def run_ranks(world_size: int, scenario, tmp_path, *args) -> list[dict]:
+    """Run ``scenario(rank, world_size, *args)`` on ``world_size`` forked workers; their results by rank
+    (``{"ok": value}`` or ``{"error": name, "message": ..., "traceback": ...}``)."""
+    tmp = tmp_path / f"run{time.monotonic_ns()}"
+    tmp.mkdir()
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(r, world_size, str(tmp), scenario, args), daemon=True)
+             for r in range(world_size)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + TIMEOUT
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    hung = [r for r, p in enumerate(procs) if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+    if hung:
+        pytest.fail(f"ranks {hung} of {world_size} still ran after {TIMEOUT:.0f} s: killed")
+    results = []
+    for r in range(world_size):
+        path = tmp / f"result{r}.pt"
+        assert path.exists(), f"rank {r} died without a result (exit code {procs[r].exitcode})"
+        results.append(torch.load(path, weights_only=False))
+    return results
+
+
+def ok(results: list[dict]) -> list:
+    for r, res in enumerate(results):
+        assert "ok" in res, f"rank {r} raised {res['error']}: {res['message']}\n{res['traceback']}"
+    return [res["ok"] for res in results]
+
+
+# --------------------------------------------------------------------------------------------------
+# The problems: one table, each rank's own batch (uneven sizes, one of them empty, skewed ids)
+# --------------------------------------------------------------------------------------------------
+def case(num_embeddings: int, dim: int, world_size: int, seed: int = 0):
+    """``(table, ids per rank, output gradients per rank)``: 80% of the ids fall in the last rank's rows."""
+    gen = torch.Generator().manual_seed(seed)
+    table = torch.randn(num_embeddings, dim, generator=gen)
+    sizes = [23, 0, 9, 41][:world_size] if world_size > 2 else [23, 7]
+    start, stop = ed.row_shards(num_embeddings, world_size).bounds(world_size - 1)
+    ids, grads = [], []
+    for n in sizes:
+        hot = torch.randint(start, stop, (n,), generator=gen)
+        anywhere = torch.randint(0, num_embeddings, (n,), generator=gen)
+        ids.append(torch.where(torch.rand(n, generator=gen) < 0.8, hot, anywhere))
+        grads.append(torch.randn(n, dim, generator=gen))
+    return table, ids, grads
+
+
+def bags_of(ids: torch.Tensor, seed: int) -> torch.Tensor:
+    """Offsets cutting ``ids`` into bags of 0 to 4 entries."""
+    gen = torch.Generator().manual_seed(seed)
+    cuts, at = [0], 0
+    while at < ids.numel():
+        at = min(ids.numel(), at + int(torch.randint(0, 5, (1,), generator=gen)))
+        cuts.append(at)
+    return torch.tensor(cuts[:-1] if len(cuts) > 1 else [0])
+
+
+def train_step(layer, forward, grad_out):
+    """Forward, backward with the given output gradient, one SGD step: ``(out, grad, weight after)``."""
+    opt = torch.optim.SGD(layer.parameters(), lr=LR)
+    out = forward(layer)
+    out.backward(grad_out)
+    grad = layer.weight.grad.clone()
+    opt.step()
+    return out.detach(), grad, layer.weight.detach().clone()
+
+
+# --------------------------------------------------------------------------------------------------
+# Lookups
+# --------------------------------------------------------------------------------------------------
+LOOKUP_OPTIONS = [{}, {"padding_idx": 1}]
+
+
+def lookup_scenario(rank, world_size, num_embeddings, dim):
+    table, ids, grads = case(num_embeddings, dim, world_size)
+    results = []
+    for options in LOOKUP_OPTIONS:
+        layer = ed.ShardedEmbedding.from_full(table, **options)
+        # a 2-D batch on rank 0 (the shape is kept), 1-D elsewhere
+        mine, grad = ids[rank], grads[rank]
+        if rank == 0:
+            mine, grad = mine[:22].reshape(2, 11), grad[:22].reshape(2, 11, dim)
+        results.append((layer.row_start, layer.row_stop, *train_step(layer, lambda m: m(mine), grad)))
+    return results
+
+
+@pytest.mark.parametrize("world_size, num_embeddings", [(2, 11), (4, 10)])
+def test_lookup_forward_backward_step_match_one_process(tmp_path, world_size, num_embeddings):
+    dim = 5
+    got = ok(run_ranks(world_size, lookup_scenario, tmp_path, num_embeddings, dim))
+    table, ids, grads = case(num_embeddings, dim, world_size)
+    ids[0], grads[0] = ids[0][:22], grads[0][:22]
+    for k, options in enumerate(LOOKUP_OPTIONS):
+        ref = el.Embedding.from_weight(table, **options)
+        out, grad, after = train_step(ref, lambda m: m(torch.cat(ids)), torch.cat(grads))
+        outs = torch.split(out, [len(i) for i in ids])
+        for rank, results in enumerate(got):
+            start, stop, r_out, r_grad, r_after = results[k]
+            assert (start, stop) == ed.row_shards(num_embeddings, world_size).bounds(rank)
+            assert torch.equal(r_out.reshape(-1, dim), outs[rank])
+            assert torch.equal(r_grad, grad[start:stop]), (rank, options)
+            assert torch.equal(r_after, after[start:stop]), (rank, options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bags
+# --------------------------------------------------------------------------------------------------
+BAG_OPTIONS = [{"mode": "sum", "weighted": True}, {"mode": "mean", "padding_idx": 3}, {"mode": "max"},
+               {"mode": "sum", "include_last_offset": True}]
+
+
+def bag_inputs(ids, grads, options, rank):
+    offsets = bags_of(ids, seed=rank)
+    if options.get("include_last_offset"):
+        offsets = torch.cat([offsets, torch.tensor([ids.numel()])])
+    num_bags = offsets.numel() - (1 if options.get("include_last_offset") else 0)
+    psw = grads[:, 0].clone() if options.get("weighted") else None
+    grad_out = torch.randn(num_bags, grads.shape[1], generator=torch.Generator().manual_seed(100 + rank))
+    return offsets, psw, grad_out
+
+
+def layer_options(options):
+    return {k: v for k, v in options.items() if k != "weighted"}
+
+
+def bag_scenario(rank, world_size, num_embeddings, dim):
+    table, ids, grads = case(num_embeddings, dim, world_size, seed=1)
+    results = []
+    for options in BAG_OPTIONS:
+        layer = ed.ShardedEmbeddingBag.from_full(table, **layer_options(options))
+        offsets, psw, grad_out = bag_inputs(ids[rank], grads[rank], options, rank)
+        results.append(train_step(layer, lambda m: m(ids[rank], offsets, psw), grad_out))
+    return results
+
+
+@pytest.mark.parametrize("world_size, num_embeddings", [(2, 11), (4, 10)])
+def test_bags_forward_backward_step_match_one_process(tmp_path, world_size, num_embeddings):
+    dim = 4
+    got = ok(run_ranks(world_size, bag_scenario, tmp_path, num_embeddings, dim))
+    table, ids, grads = case(num_embeddings, dim, world_size, seed=1)
+    shards = ed.row_shards(num_embeddings, world_size)
+    for k, options in enumerate(BAG_OPTIONS):
+        inputs = [bag_inputs(ids[r], grads[r], options, r) for r in range(world_size)]
+        # the ranks' bags one after the other: offsets shifted by the entries before them
+        offsets, before = [], 0
+        for r, (off, _, _) in enumerate(inputs):
+            off = off[:-1] if options.get("include_last_offset") else off
+            offsets.append(off + before)
+            before += ids[r].numel()
+        all_offsets = torch.cat(offsets + ([torch.tensor([before])] if options.get("include_last_offset") else []))
+        psw = torch.cat([i[1] for i in inputs]) if options.get("weighted") else None
+        ref = el.EmbeddingBag.from_weight(table, **layer_options(options))
+        out, grad, after = train_step(ref, lambda m: m(torch.cat(ids), all_offsets, psw),
+                                      torch.cat([i[2] for i in inputs]))
+        outs = torch.split(out, [i[2].shape[0] for i in inputs])
+        for rank, (r_out, r_grad, r_after) in enumerate(g[k] for g in got):
+            start, stop = shards.bounds(rank)
+            assert torch.equal(r_out, outs[rank]), (rank, options)
+            assert torch.equal(r_grad, grad[start:stop]), (rank, options)
+            assert torch.equal(r_after, after[start:stop]), (rank, options)
