@@ -190,6 +190,20 @@ def bag_scenario(rank, world_size, num_embeddings, dim):
     return results
 
 
+def rows_then_bags(layer, ids, offsets, psw, options):
+    """Bags in one process as the sharded bags compute them: every entry's row, then the bags of those
+    rows (a padding entry reads an extra zero row that the bag code leaves out as padding)."""
+    pad, n = options.get("padding_idx"), ids.numel()
+    rows = layer(ids)
+    local = torch.arange(n)
+    if pad is not None:
+        rows = torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
+        local = torch.where(ids == pad, n, local)
+    return el.embedding_bag(local, rows, offsets, mode=options["mode"], per_sample_weights=psw,
+                            padding_idx=None if pad is None else n,
+                            include_last_offset=options.get("include_last_offset", False))
+
+
 @pytest.mark.parametrize("world_size, num_embeddings", [(2, 11), (4, 10)])
 def test_bags_forward_backward_step_match_one_process(tmp_path, world_size, num_embeddings):
     dim = 4
@@ -206,9 +220,19 @@ def test_bags_forward_backward_step_match_one_process(tmp_path, world_size, num_
             before += ids[r].numel()
         all_offsets = torch.cat(offsets + ([torch.tensor([before])] if options.get("include_last_offset") else []))
         psw = torch.cat([i[1] for i in inputs]) if options.get("weighted") else None
-        ref = el.EmbeddingBag.from_weight(table, **layer_options(options))
-        out, grad, after = train_step(ref, lambda m: m(torch.cat(ids), all_offsets, psw),
-                                      torch.cat([i[2] for i in inputs]))
+        all_ids, grad_out = torch.cat(ids), torch.cat([i[2] for i in inputs])
+        # bitwise reference: one process, the rows looked up and then reduced bag by bag (each row's
+        # gradient adds its entries in batch order)
+        ref = el.Embedding.from_weight(table)
+        out, grad, after = train_step(ref, lambda m: rows_then_bags(m, all_ids, all_offsets, psw, options), grad_out)
+        # embedlib.torch.EmbeddingBag (PyTorch's CPU kernels): the same outputs; its backward adds a row's
+        # repeated entries in the order of an unstable sort of the batch, so its gradient may differ in
+        # the last bits
+        bag_ref = el.EmbeddingBag.from_weight(table, **layer_options(options))
+        bag_out, bag_grad, bag_after = train_step(bag_ref, lambda m: m(all_ids, all_offsets, psw), grad_out)
+        assert torch.equal(out, bag_out)
+        torch.testing.assert_close(grad, bag_grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(after, bag_after, rtol=1e-5, atol=1e-5)
         outs = torch.split(out, [i[2].shape[0] for i in inputs])
         for rank, (r_out, r_grad, r_after) in enumerate(g[k] for g in got):
             start, stop = shards.bounds(rank)
