@@ -239,3 +239,93 @@ def test_bags_forward_backward_step_match_one_process(tmp_path, world_size, num_
             assert torch.equal(r_out, outs[rank]), (rank, options)
             assert torch.equal(r_grad, grad[start:stop]), (rank, options)
             assert torch.equal(r_after, after[start:stop]), (rank, options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input on one rank: every rank raises, none hangs, and the group still works afterwards
+# --------------------------------------------------------------------------------------------------
+def error_scenario(rank, world_size, num_embeddings, bad_rank):
+    table = torch.arange(num_embeddings * 2, dtype=torch.float32).reshape(num_embeddings, 2)
+    layer = ed.ShardedEmbedding.from_full(table)
+    bags = ed.ShardedEmbeddingBag.from_full(table, mode="sum")
+    seen = []
+    for bad in ([num_embeddings], [-1], [0.5]):  # too large, negative, not an integer
+        ids = torch.tensor(bad) if rank == bad_rank else torch.tensor([0, num_embeddings - 1])
+        for call in (lambda: layer(ids), lambda: bags(ids, torch.tensor([0]))):
+            try:
+                call()
+                seen.append(None)
+            except (IndexError, TypeError) as failure:
+                seen.append((type(failure).__name__, str(failure)))
+    # the processes and the group are still usable: a good lookup on every rank
+    good = layer(torch.tensor([rank % num_embeddings, num_embeddings - 1]))
+    return seen, good.detach()
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_bad_input_on_one_rank_raises_on_every_rank(tmp_path, world_size):
+    num_embeddings, bad_rank = 7, 1
+    got = ok(run_ranks(world_size, error_scenario, tmp_path, num_embeddings, bad_rank))
+    for rank, (seen, good) in enumerate(got):
+        assert len(seen) == 6 and None not in seen, (rank, seen)
+        kinds = [kind for kind, _ in seen]
+        assert kinds == ["IndexError"] * 4 + ["TypeError"] * 2, (rank, seen)
+        if rank == bad_rank:  # embedlib's own words, on the rank that sent the id
+            assert "index 7 is out of range for num_embeddings=7" in seen[0][1]
+            assert "index -1 is out of range for num_embeddings=7" in seen[2][1]
+            assert "must be integers" in seen[4][1]
+        else:  # the others name the rank and the value
+            assert "rank 1 sent index 7" in seen[0][1] and "num_embeddings=7" in seen[0][1]
+            assert "rank 1 sent index -1" in seen[2][1]
+            assert "rank 1" in seen[4][1]
+        table = torch.arange(14, dtype=torch.float32).reshape(7, 2)
+        assert torch.equal(good, table[[rank % 7, 6]])
+
+
+# --------------------------------------------------------------------------------------------------
+# Save on 4 ranks, load on 2 (and in one process)
+# --------------------------------------------------------------------------------------------------
+def save_scenario(rank, world_size, path, num_embeddings, dim):
+    table, ids, grads = case(num_embeddings, dim, world_size, seed=2)
+    layer = ed.ShardedEmbeddingBag.from_full(table, mode="max", padding_idx=2)
+    bags = torch.arange(ids[rank].numel() + 1)[:-1] if ids[rank].numel() else torch.tensor([0])
+    train_step(layer, lambda m: m(ids[rank], bags), torch.ones(bags.numel(), dim))  # a step, so the table changed
+    ed.save_sharded(layer, path)
+    return layer.weight.detach().clone()
+
+
+def load_scenario(rank, world_size, path, ids):
+    layer = ed.load_sharded(path)
+    return (type(layer).__name__, layer.mode, layer.padding_idx, layer.row_start, layer.row_stop,
+            layer.weight.detach().clone(), layer(ids[rank], torch.tensor([0])).detach())
+
+
+def test_save_on_four_ranks_load_on_two(tmp_path):
+    num_embeddings, dim = 10, 3
+    path = str(tmp_path / "table.pt")
+    shards = ok(run_ranks(4, save_scenario, tmp_path, path, num_embeddings, dim))
+    full = torch.cat(shards)
+    saved = torch.load(path, weights_only=True)  # one process reads it with torch.load alone
+    assert saved["format"] == "embedlib.sharded" and saved["saved_world_size"] == 4
+    assert saved["config"] == {"num_embeddings": 10, "embedding_dim": 3, "padding_idx": 2, "mode": "max",
+                               "include_last_offset": False}
+    assert torch.equal(saved["weight"], full)
+    ids = [torch.tensor([9, 0, 4]), torch.tensor([5, 5, 1, 8])]
+    got = ok(run_ranks(2, load_scenario, tmp_path, path, ids))
+    for rank, (name, mode, pad, start, stop, weight, out) in enumerate(got):
+        assert (name, mode, pad) == ("ShardedEmbeddingBag", "max", 2)
+        assert (start, stop) == ed.row_shards(10, 2).bounds(rank)
+        assert torch.equal(weight, full[start:stop])
+        assert torch.equal(out, el.embedding_bag(ids[rank], full, torch.tensor([0]), mode="max", padding_idx=2))
+    one = ed.load_sharded(path)  # without a process group: one rank holding every row
+    assert (one.row_start, one.row_stop) == (0, 10) and torch.equal(one.weight, full)
+
+
+def test_row_shards_give_the_first_ranks_one_more_row():
+    shards = ed.row_shards(10, 4)
+    assert [shards.bounds(r) for r in range(4)] == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    assert shards.sizes() == [3, 3, 2, 2]
+    assert shards.owner(torch.arange(10)).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 3, 3]
+    assert ed.row_shards(2, 4).sizes() == [1, 1, 0, 0]
+    with pytest.raises(ValueError):
+        ed.row_shards(10, 0)
