@@ -128,23 +128,27 @@ def train_step(layer, forward, grad_out):
 LOOKUP_OPTIONS = [{}, {"padding_idx": 1}]
 
 
-def lookup_scenario(rank, world_size, num_embeddings, dim):
+def lookup_scenario(rank, world_size, num_embeddings, dim, sharding):
     table, ids, grads = case(num_embeddings, dim, world_size)
     results = []
     for options in LOOKUP_OPTIONS:
-        layer = ed.ShardedEmbedding.from_full(table, **options)
+        layer = ed.ShardedEmbedding.from_full(table, sharding=sharding, **options)
         # a 2-D batch on rank 0 (the shape is kept), 1-D elsewhere
         mine, grad = ids[rank], grads[rank]
         if rank == 0:
             mine, grad = mine[:22].reshape(2, 11), grad[:22].reshape(2, 11, dim)
-        results.append((layer.row_start, layer.row_stop, *train_step(layer, lambda m: m(mine), grad)))
+        results.append((layer.block(), *train_step(layer, lambda m: m(mine), grad)))
     return results
 
 
+SHARDINGS = [pytest.param("row", id="row"), pytest.param("column", id="column")]
+
+
+@pytest.mark.parametrize("sharding", SHARDINGS)
 @pytest.mark.parametrize("world_size, num_embeddings", [(2, 11), (4, 10)])
-def test_lookup_forward_backward_step_match_one_process(tmp_path, world_size, num_embeddings):
-    dim = 5
-    got = ok(run_ranks(world_size, lookup_scenario, tmp_path, num_embeddings, dim))
+def test_lookup_forward_backward_step_match_one_process(tmp_path, world_size, num_embeddings, sharding):
+    dim = 5  # not divisible by 2 or 4 either: uneven column shards
+    got = ok(run_ranks(world_size, lookup_scenario, tmp_path, num_embeddings, dim, sharding))
     table, ids, grads = case(num_embeddings, dim, world_size)
     ids[0], grads[0] = ids[0][:22], grads[0][:22]
     for k, options in enumerate(LOOKUP_OPTIONS):
@@ -152,11 +156,15 @@ def test_lookup_forward_backward_step_match_one_process(tmp_path, world_size, nu
         out, grad, after = train_step(ref, lambda m: m(torch.cat(ids)), torch.cat(grads))
         outs = torch.split(out, [len(i) for i in ids])
         for rank, results in enumerate(got):
-            start, stop, r_out, r_grad, r_after = results[k]
-            assert (start, stop) == ed.row_shards(num_embeddings, world_size).bounds(rank)
+            block, r_out, r_grad, r_after = results[k]
+            if sharding == "row":
+                assert block == (slice(*ed.row_shards(num_embeddings, world_size).bounds(rank)), slice(0, dim))
+            else:
+                assert block == (slice(0, num_embeddings), slice(*ed.column_shards(num_embeddings, dim,
+                                                                                   world_size).bounds(rank)))
             assert torch.equal(r_out.reshape(-1, dim), outs[rank])
-            assert torch.equal(r_grad, grad[start:stop]), (rank, options)
-            assert torch.equal(r_after, after[start:stop]), (rank, options)
+            assert torch.equal(r_grad, grad[block]), (rank, options)
+            assert torch.equal(r_after, after[block]), (rank, options)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,13 +188,13 @@ def layer_options(options):
     return {k: v for k, v in options.items() if k != "weighted"}
 
 
-def bag_scenario(rank, world_size, num_embeddings, dim):
+def bag_scenario(rank, world_size, num_embeddings, dim, sharding):
     table, ids, grads = case(num_embeddings, dim, world_size, seed=1)
     results = []
     for options in BAG_OPTIONS:
-        layer = ed.ShardedEmbeddingBag.from_full(table, **layer_options(options))
+        layer = ed.ShardedEmbeddingBag.from_full(table, sharding=sharding, **layer_options(options))
         offsets, psw, grad_out = bag_inputs(ids[rank], grads[rank], options, rank)
-        results.append(train_step(layer, lambda m: m(ids[rank], offsets, psw), grad_out))
+        results.append((layer.block(), *train_step(layer, lambda m: m(ids[rank], offsets, psw), grad_out)))
     return results
 
 
@@ -204,12 +212,12 @@ def rows_then_bags(layer, ids, offsets, psw, options):
                             include_last_offset=options.get("include_last_offset", False))
 
 
+@pytest.mark.parametrize("sharding", SHARDINGS)
 @pytest.mark.parametrize("world_size, num_embeddings", [(2, 11), (4, 10)])
-def test_bags_forward_backward_step_match_one_process(tmp_path, world_size, num_embeddings):
-    dim = 4
-    got = ok(run_ranks(world_size, bag_scenario, tmp_path, num_embeddings, dim))
+def test_bags_forward_backward_step_match_one_process(tmp_path, world_size, num_embeddings, sharding):
+    dim = 5
+    got = ok(run_ranks(world_size, bag_scenario, tmp_path, num_embeddings, dim, sharding))
     table, ids, grads = case(num_embeddings, dim, world_size, seed=1)
-    shards = ed.row_shards(num_embeddings, world_size)
     for k, options in enumerate(BAG_OPTIONS):
         inputs = [bag_inputs(ids[r], grads[r], options, r) for r in range(world_size)]
         # the ranks' bags one after the other: offsets shifted by the entries before them
@@ -234,11 +242,10 @@ def test_bags_forward_backward_step_match_one_process(tmp_path, world_size, num_
         torch.testing.assert_close(grad, bag_grad, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(after, bag_after, rtol=1e-5, atol=1e-5)
         outs = torch.split(out, [i[2].shape[0] for i in inputs])
-        for rank, (r_out, r_grad, r_after) in enumerate(g[k] for g in got):
-            start, stop = shards.bounds(rank)
+        for rank, (block, r_out, r_grad, r_after) in enumerate(g[k] for g in got):
             assert torch.equal(r_out, outs[rank]), (rank, options)
-            assert torch.equal(r_grad, grad[start:stop]), (rank, options)
-            assert torch.equal(r_after, after[start:stop]), (rank, options)
+            assert torch.equal(r_grad, grad[block]), (rank, options)
+            assert torch.equal(r_after, after[block]), (rank, options)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,7 +314,8 @@ def test_save_on_four_ranks_load_on_two(tmp_path):
     full = torch.cat(shards)
     saved = torch.load(path, weights_only=True)  # one process reads it with torch.load alone
     assert saved["format"] == "embedlib.sharded" and saved["saved_world_size"] == 4
-    assert saved["config"] == {"num_embeddings": 10, "embedding_dim": 3, "padding_idx": 2, "mode": "max",
+    assert saved["config"] == {"num_embeddings": 10, "embedding_dim": 3, "padding_idx": 2, "sharding": "row",
+                               "mode": "max",
                                "include_last_offset": False}
     assert torch.equal(saved["weight"], full)
     ids = [torch.tensor([9, 0, 4]), torch.tensor([5, 5, 1, 8])]

@@ -2,7 +2,9 @@
 
 Row-wise sharding: each rank holds a contiguous block of rows (:func:`row_shards`); lookups and bags
 send ids to their owners and rows back with all-to-alls of uneven sizes, and the backward pass sends
-the gradient rows back the same way, so each rank's gradient covers its own shard only. Works with
+the gradient rows back the same way, so each rank's gradient covers its own shard only. Column-wise
+sharding (``sharding="column"``): each rank holds every row and a block of columns
+(:func:`column_shards`); every rank's ids go to every rank, and the column blocks come back. Works with
 any backend that has ``all_to_all_single`` with uneven splits (gloo on the CPU, NCCL on GPUs).
 
 * :func:`sharded_lookup`, :func:`sharded_embedding_bag`: the functions, on this rank's shard;
@@ -14,13 +16,15 @@ no rank is left waiting in a collective.
 """
 from embedlib.distributed.checkpoint import load_sharded, save_sharded
 from embedlib.distributed.layers import ShardedEmbedding, ShardedEmbeddingBag
-from embedlib.distributed.plan import RowShards, row_shards
-from embedlib.distributed.rowwise import sharded_embedding_bag, sharded_lookup
+from embedlib.distributed.ops import sharded_embedding_bag, sharded_lookup
+from embedlib.distributed.plan import ColumnShards, RowShards, column_shards, row_shards
 
 __all__ = [
+    "ColumnShards",
     "RowShards",
     "ShardedEmbedding",
     "ShardedEmbeddingBag",
+    "column_shards",
     "load_sharded",
     "row_shards",
     "save_sharded",

@@ -28,7 +28,11 @@ def save_sharded(module, path) -> None:
     fails, every rank raises."""
     if type(module).__name__ not in _LAYERS:
         raise TypeError(f"save_sharded saves a ShardedEmbedding or ShardedEmbeddingBag, got {type(module).__name__}")
-    full = _collectives.gather_rows(module.weight, module.shards.sizes(), module.group)
+    if module.sharding == "row":
+        full = _collectives.gather_rows(module.weight, module.shards.sizes(), module.group)
+    else:  # the column blocks, as the rows of the transposed shards
+        full = _collectives.gather_rows(module.weight.detach().t().contiguous(), module.shards.sizes(), module.group)
+        full = None if full is None else full.t().contiguous()
 
     def write():
         if full is None:
@@ -42,10 +46,11 @@ def save_sharded(module, path) -> None:
     _collectives.agree(write, module.group)
 
 
-def load_sharded(path, *, group=None, device=None):
+def load_sharded(path, *, group=None, sharding=None, device=None):
     """The layer saved by :func:`save_sharded` in ``path``, sharded over ``group`` (the default group when
     None; one process without one): each rank reads only its own rows (the chapter on sharded tables).
-    Every rank calls it; a missing or foreign file raises on every rank."""
+    ``sharding`` ("row" or "column") overrides the saved layer's. Every rank calls it; a missing or
+    foreign file raises on every rank."""
 
     def read():
         payload = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
@@ -59,8 +64,10 @@ def load_sharded(path, *, group=None, device=None):
     payload = _collectives.agree(read, group)
     config, full = dict(payload["config"]), payload["weight"]
     cls = _LAYERS[payload["layer"]]
+    if sharding is not None:
+        config["sharding"] = sharding
     num_embeddings, embedding_dim = config.pop("num_embeddings"), config.pop("embedding_dim")
     layer = cls(num_embeddings, embedding_dim, group=group, device=device, dtype=full.dtype, **config)
     with torch.no_grad():
-        layer.weight.copy_(full[layer.row_start: layer.row_stop])
+        layer.weight.copy_(full[layer.block()])
     return layer

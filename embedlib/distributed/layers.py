@@ -1,5 +1,5 @@
-"""Row-wise sharded layers (the chapter on sharded tables): each rank's module holds its block of the
-table's rows as its ``weight`` Parameter, so an optimiser built on each rank steps its own shard only.
+"""Sharded layers (the chapter on sharded tables): each rank's module holds its block of the table
+(rows for ``sharding="row"``, columns for ``"column"``) as its ``weight`` Parameter, so an optimiser built on each rank steps its own shard only.
 
 Every rank of the group must build the layer with the same arguments, and call ``forward`` (and
 ``backward``) the same number of times, each with its own batch.
@@ -11,26 +11,28 @@ from torch import nn
 
 from embedlib import _checks
 from embedlib.distributed import _collectives
-from embedlib.distributed.plan import RowShards
-from embedlib.distributed.rowwise import sharded_embedding_bag, sharded_lookup
+from embedlib.distributed import plan
+from embedlib.distributed.ops import sharded_embedding_bag, sharded_lookup
 from embedlib.torch import _tensors
 
 
 class _ShardedTable(nn.Module):
     """What both sharded layers share: the shard, where it lies in the full table, and the group."""
 
-    def __init__(self, num_embeddings, embedding_dim, *, padding_idx=None, group=None, seed=None, device=None,
-                 dtype=None):
+    def __init__(self, num_embeddings, embedding_dim, *, padding_idx=None, sharding="row", group=None, seed=None,
+                 device=None, dtype=None):
         super().__init__()
+        self.sharding = plan.sharding(sharding)
         self.num_embeddings = _checks.count(num_embeddings, "num_embeddings")
         self.embedding_dim = _checks.count(embedding_dim, "embedding_dim")
         self.padding_idx = _checks.padding_idx(padding_idx, self.num_embeddings)
         self.group = group
         self.rank, self.world_size = _collectives.world(group)
-        self.shards = RowShards(self.num_embeddings, self.world_size)
-        self.row_start, self.row_stop = self.shards.bounds(self.rank)
-        self.weight = nn.Parameter(torch.empty(self.row_stop - self.row_start, self.embedding_dim, device=device,
-                                               dtype=dtype))
+        self.shards = plan.shards_for(sharding, self.num_embeddings, self.embedding_dim, self.world_size)
+        rows, cols = plan.shard_block(self.shards, self.rank, self.num_embeddings, self.embedding_dim)
+        self.row_start, self.row_stop, self.col_start, self.col_stop = rows.start, rows.stop, cols.start, cols.stop
+        self.weight = nn.Parameter(torch.empty(self.row_stop - self.row_start, self.col_stop - self.col_start,
+                                               device=device, dtype=dtype))
         self.reset_parameters(seed)
 
     @torch.no_grad()
@@ -42,7 +44,7 @@ class _ShardedTable(nn.Module):
         if seed is not None:
             gen = torch.Generator(device="cpu").manual_seed(int(seed) + self.rank)
         self.weight.copy_(torch.randn(self.weight.shape, generator=gen, dtype=self.weight.dtype))
-        if self.padding_idx is not None and self.row_start <= self.padding_idx < self.row_stop:
+        if self.padding_idx is not None and self.row_start <= self.padding_idx < self.row_stop:  # (its columns here)
             self.weight[self.padding_idx - self.row_start] = 0
 
     @classmethod
@@ -53,17 +55,21 @@ class _ShardedTable(nn.Module):
         w = _tensors.weight(weight)
         layer = cls(w.shape[0], w.shape[1], group=group, device=w.device, dtype=w.dtype, **options)
         with torch.no_grad():
-            layer.weight.copy_(w[layer.row_start: layer.row_stop])
+            layer.weight.copy_(w[layer.block()])
         return layer
+
+    def block(self) -> tuple[slice, slice]:
+        """The rows and columns of the full table that this rank holds."""
+        return slice(self.row_start, self.row_stop), slice(self.col_start, self.col_stop)
 
     def config(self) -> dict:
         """The arguments that rebuild the layer (what :func:`save_sharded` stores beside the table)."""
         return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
-                "padding_idx": self.padding_idx}
+                "padding_idx": self.padding_idx, "sharding": self.sharding}
 
     def extra_repr(self) -> str:
-        return (f"{self.num_embeddings}, {self.embedding_dim}, rows {self.row_start}:{self.row_stop} on rank "
-                f"{self.rank} of {self.world_size}" + ("" if self.padding_idx is None else
+        return (f"{self.num_embeddings}, {self.embedding_dim}, rows {self.row_start}:{self.row_stop}, columns "
+                f"{self.col_start}:{self.col_stop} on rank {self.rank} of {self.world_size}" + ("" if self.padding_idx is None else
                                                        f", padding_idx={self.padding_idx}"))
 
 
@@ -72,11 +78,13 @@ class ShardedEmbedding(_ShardedTable):
     values and, on each rank's shard, the same gradient rows as ``embedlib.torch.Embedding`` on the full
     table for the ranks' batches taken together. Rank ``r`` holds rows ``row_start:row_stop``; when the
     world size ``W`` does not divide ``num_embeddings`` the first ``num_embeddings % W`` ranks hold one
-    row more (:func:`embedlib.distributed.row_shards`). ``padding_idx`` as in ``nn.Embedding``."""
+    row more (:func:`embedlib.distributed.row_shards`). With ``sharding="column"`` every rank holds every
+    row and columns ``col_start:col_stop`` instead (:func:`embedlib.distributed.column_shards`).
+    ``padding_idx`` as in ``nn.Embedding``."""
 
     def forward(self, indices) -> torch.Tensor:
-        return sharded_lookup(indices, self.weight, self.num_embeddings, padding_idx=self.padding_idx,
-                              group=self.group)
+        return sharded_lookup(indices, self.weight, self.num_embeddings, embedding_dim=self.embedding_dim,
+                              sharding=self.sharding, padding_idx=self.padding_idx, group=self.group)
 
 
 class ShardedEmbeddingBag(_ShardedTable):
@@ -87,16 +95,17 @@ class ShardedEmbeddingBag(_ShardedTable):
     Shards as in :class:`ShardedEmbedding`."""
 
     def __init__(self, num_embeddings, embedding_dim, *, mode="mean", padding_idx=None, include_last_offset=False,
-                 group=None, seed=None, device=None, dtype=None):
+                 sharding="row", group=None, seed=None, device=None, dtype=None):
         _checks.bag_mode(mode, False)
         self.mode, self.include_last_offset = mode, bool(include_last_offset)
-        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, group=group, seed=seed,
-                         device=device, dtype=dtype)
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, sharding=sharding, group=group,
+                         seed=seed, device=device, dtype=dtype)
 
     def forward(self, indices, offsets=None, per_sample_weights=None) -> torch.Tensor:
         return sharded_embedding_bag(indices, self.weight, self.num_embeddings, offsets, mode=self.mode,
                                      per_sample_weights=per_sample_weights, padding_idx=self.padding_idx,
-                                     include_last_offset=self.include_last_offset, group=self.group)
+                                     include_last_offset=self.include_last_offset, embedding_dim=self.embedding_dim,
+                                     sharding=self.sharding, group=self.group)
 
     def config(self) -> dict:
         return {**super().config(), "mode": self.mode, "include_last_offset": self.include_last_offset}

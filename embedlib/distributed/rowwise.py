@@ -28,7 +28,6 @@ from embedlib.distributed import _collectives
 from embedlib.distributed._collectives import InputError
 from embedlib.distributed.plan import RowShards
 from embedlib.torch import _tensors
-from embedlib.torch import bag as _bag
 from embedlib.torch.lookup import index_vector, scatter_add
 
 
@@ -92,62 +91,3 @@ def lookup_rows(flat: torch.Tensor, shard: torch.Tensor, shards: RowShards, padd
     start, stop = shards.bounds(rank)
     local_pad = padding_idx - start if padding_idx is not None and start <= padding_idx < stop else None
     return _RowwiseLookup.apply(shard, route(flat, shards, group), local_pad)
-
-
-def sharded_lookup(indices, shard: torch.Tensor, num_embeddings: int, *, padding_idx=None, group=None):
-    """The row-wise sharded lookup (the chapter on sharded tables): the same values as
-    ``embedlib.torch.lookup(indices, full_table)``, shape ``(*indices.shape, D)``, where ``shard`` is
-    this rank's block of rows of a ``num_embeddings``-row table cut by :func:`row_shards`. Every rank of
-    ``group`` must call it, each with its own ``indices`` (any number of them, none included).
-    The gradient reaches ``shard`` only: the rows of this rank's block that any rank looked up.
-    Bad input on any rank raises on every rank, before anything is sent."""
-    def check():
-        shards = _table(shard, num_embeddings, group)
-        pad = _checks.padding_idx(padding_idx, num_embeddings)
-        return shards, pad, checked_ids(indices, num_embeddings, shard.device)
-
-    shards, pad, idx = _collectives.agree(check, group)
-    out = lookup_rows(index_vector(idx).long(), shard, shards, pad, group)
-    return out.reshape(*idx.shape, shard.shape[1])
-
-
-def sharded_embedding_bag(indices, shard: torch.Tensor, num_embeddings: int, offsets=None, *, mode="mean",
-                          per_sample_weights=None, padding_idx=None, include_last_offset=False, group=None):
-    """Row-wise sharded bags (the chapter on sharded tables), with the semantics of
-    ``embedlib.torch.embedding_bag`` on the full table: the rows of every entry are looked up from their
-    owners (:func:`sharded_lookup`'s all-to-alls; padding entries are not sent), then each bag is
-    reduced here, on the rank that asked, by ``embedlib.torch``'s own bag code, with
-    ``per_sample_weights`` (mode "sum") applied here too. Bad input on any rank raises on every rank."""
-    def check():
-        shards = _table(shard, num_embeddings, group)
-        checked_ids(indices, num_embeddings, shard.device)
-        return shards, _bag.check(indices, num_embeddings, offsets, mode=mode, per_sample_weights=per_sample_weights,
-                          padding_idx=padding_idx, include_last_offset=include_last_offset, device=shard.device,
-                          dtype=shard.dtype)
-
-    shards, c = _collectives.agree(check, group)
-    flat = c.flat.long()
-    if c.pad is None:
-        rows = lookup_rows(flat, shard, shards, None, group)
-        local = torch.arange(flat.numel(), device=flat.device)
-    else:  # padding entries read a zero row of our own, and are left out as padding by the bag code
-        keep = flat != c.pad
-        rows = lookup_rows(flat[keep], shard, shards, None, group)
-        rows = torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
-        local = torch.full_like(flat, rows.shape[0] - 1)
-        local[keep] = torch.arange(rows.shape[0] - 1, device=flat.device)
-    pad = None if c.pad is None else rows.shape[0] - 1
-    return _bag.run(_bag.CheckedBag(local, c.bounds, c.psw, pad), rows, mode)
-
-
-def _table(shard, num_embeddings, group) -> RowShards:
-    """The row shards, after checking that ``shard`` is this rank's block (no collective)."""
-    rank, size = _collectives.world(group)
-    w = _tensors.weight(shard, "shard")
-    num_embeddings = _checks.count(num_embeddings, "num_embeddings")
-    shards = RowShards(num_embeddings, size)
-    start, stop = shards.bounds(rank)
-    if w.shape[0] != stop - start:
-        raise ValueError(f"rank {rank} of {size} holds rows {start}:{stop} of num_embeddings={num_embeddings}, "
-                         f"{stop - start} rows, but its shard has {w.shape[0]}")
-    return shards
