@@ -79,8 +79,11 @@ def run_ranks(world_size: int, scenario, tmp_path, *args) -> list[dict]:
 
 
 def ok(results: list[dict]) -> list:
-    for r, res in enumerate(results):
-        assert "ok" in res, f"rank {r} raised {res['error']}: {res['message']}\n{res['traceback']}"
+    """The values that every rank returned; else fail with every rank's error (the first cause is
+    usually on the rank whose error is not a closed connection)."""
+    failed = [f"rank {r} raised {res['error']}: {res['message']}\n{res['traceback']}"
+              for r, res in enumerate(results) if "ok" not in res]
+    assert not failed, "\n".join(failed)
     return [res["ok"] for res in results]
 
 
@@ -251,10 +254,10 @@ def test_bags_forward_backward_step_match_one_process(tmp_path, world_size, num_
 # --------------------------------------------------------------------------------------------------
 # Bad input on one rank: every rank raises, none hangs, and the group still works afterwards
 # --------------------------------------------------------------------------------------------------
-def error_scenario(rank, world_size, num_embeddings, bad_rank):
+def error_scenario(rank, world_size, num_embeddings, bad_rank, sharding):
     table = torch.arange(num_embeddings * 2, dtype=torch.float32).reshape(num_embeddings, 2)
-    layer = ed.ShardedEmbedding.from_full(table)
-    bags = ed.ShardedEmbeddingBag.from_full(table, mode="sum")
+    layer = ed.ShardedEmbedding.from_full(table, sharding=sharding)
+    bags = ed.ShardedEmbeddingBag.from_full(table, mode="sum", sharding=sharding)
     seen = []
     for bad in ([num_embeddings], [-1], [0.5]):  # too large, negative, not an integer
         ids = torch.tensor(bad) if rank == bad_rank else torch.tensor([0, num_embeddings - 1])
@@ -269,10 +272,10 @@ def error_scenario(rank, world_size, num_embeddings, bad_rank):
     return seen, good.detach()
 
 
-@pytest.mark.parametrize("world_size", [2, 4])
-def test_bad_input_on_one_rank_raises_on_every_rank(tmp_path, world_size):
+@pytest.mark.parametrize("world_size, sharding", [(2, "column"), (4, "row")])
+def test_bad_input_on_one_rank_raises_on_every_rank(tmp_path, world_size, sharding):
     num_embeddings, bad_rank = 7, 1
-    got = ok(run_ranks(world_size, error_scenario, tmp_path, num_embeddings, bad_rank))
+    got = ok(run_ranks(world_size, error_scenario, tmp_path, num_embeddings, bad_rank, sharding))
     for rank, (seen, good) in enumerate(got):
         assert len(seen) == 6 and None not in seen, (rank, seen)
         kinds = [kind for kind, _ in seen]
@@ -292,38 +295,40 @@ def test_bad_input_on_one_rank_raises_on_every_rank(tmp_path, world_size):
 # --------------------------------------------------------------------------------------------------
 # Save on 4 ranks, load on 2 (and in one process)
 # --------------------------------------------------------------------------------------------------
-def save_scenario(rank, world_size, path, num_embeddings, dim):
+def save_scenario(rank, world_size, path, num_embeddings, dim, sharding):
     table, ids, grads = case(num_embeddings, dim, world_size, seed=2)
-    layer = ed.ShardedEmbeddingBag.from_full(table, mode="max", padding_idx=2)
+    layer = ed.ShardedEmbeddingBag.from_full(table, mode="max", padding_idx=2, sharding=sharding)
     bags = torch.arange(ids[rank].numel() + 1)[:-1] if ids[rank].numel() else torch.tensor([0])
     train_step(layer, lambda m: m(ids[rank], bags), torch.ones(bags.numel(), dim))  # a step, so the table changed
     ed.save_sharded(layer, path)
     return layer.weight.detach().clone()
 
 
-def load_scenario(rank, world_size, path, ids):
-    layer = ed.load_sharded(path)
-    return (type(layer).__name__, layer.mode, layer.padding_idx, layer.row_start, layer.row_stop,
-            layer.weight.detach().clone(), layer(ids[rank], torch.tensor([0])).detach())
+def load_scenario(rank, world_size, path, ids, sharding):
+    layer = ed.load_sharded(path, sharding=sharding)
+    return (type(layer).__name__, layer.mode, layer.padding_idx, layer.block(), layer.weight.detach().clone(),
+            layer(ids[rank], torch.tensor([0])).detach())
 
 
-def test_save_on_four_ranks_load_on_two(tmp_path):
+@pytest.mark.parametrize("saved_as, loaded_as", [("row", "row"), ("column", "row"), ("row", "column")])
+def test_save_on_four_ranks_load_on_two(tmp_path, saved_as, loaded_as):
     num_embeddings, dim = 10, 3
     path = str(tmp_path / "table.pt")
-    shards = ok(run_ranks(4, save_scenario, tmp_path, path, num_embeddings, dim))
-    full = torch.cat(shards)
+    shards = ok(run_ranks(4, save_scenario, tmp_path, path, num_embeddings, dim, saved_as))
+    full = torch.cat(shards, dim=0 if saved_as == "row" else 1)
     saved = torch.load(path, weights_only=True)  # one process reads it with torch.load alone
     assert saved["format"] == "embedlib.sharded" and saved["saved_world_size"] == 4
-    assert saved["config"] == {"num_embeddings": 10, "embedding_dim": 3, "padding_idx": 2, "sharding": "row",
+    assert saved["config"] == {"num_embeddings": 10, "embedding_dim": 3, "padding_idx": 2, "sharding": saved_as,
                                "mode": "max",
                                "include_last_offset": False}
     assert torch.equal(saved["weight"], full)
     ids = [torch.tensor([9, 0, 4]), torch.tensor([5, 5, 1, 8])]
-    got = ok(run_ranks(2, load_scenario, tmp_path, path, ids))
-    for rank, (name, mode, pad, start, stop, weight, out) in enumerate(got):
+    got = ok(run_ranks(2, load_scenario, tmp_path, path, ids, loaded_as))
+    for rank, (name, mode, pad, block, weight, out) in enumerate(got):
         assert (name, mode, pad) == ("ShardedEmbeddingBag", "max", 2)
-        assert (start, stop) == ed.row_shards(10, 2).bounds(rank)
-        assert torch.equal(weight, full[start:stop])
+        shards = ed.row_shards(10, 2) if loaded_as == "row" else ed.column_shards(10, 3, 2)
+        assert block[0 if loaded_as == "row" else 1] == slice(*shards.bounds(rank))
+        assert torch.equal(weight, full[block])
         assert torch.equal(out, el.embedding_bag(ids[rank], full, torch.tensor([0]), mode="max", padding_idx=2))
     one = ed.load_sharded(path)  # without a process group: one rank holding every row
     assert (one.row_start, one.row_stop) == (0, 10) and torch.equal(one.weight, full)

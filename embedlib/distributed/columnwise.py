@@ -56,7 +56,7 @@ class _ColumnwiseLookup(torch.autograd.Function):
         blocks = [block.reshape(-1) for block in grad.split(r.widths, dim=1)]
         got = _collectives.exchange(torch.cat(blocks), [n * w for w in r.widths], [c * mine for c in r.counts],
                                     r.group)
-        grad_shard = scatter_add(r.all_ids, got.reshape(-1, mine), ctx.num_rows, ctx.padding_idx)
+        grad_shard = scatter_add(r.all_ids, got.reshape(r.all_ids.numel(), mine), ctx.num_rows, ctx.padding_idx)
         return grad_shard, None, None, None
 
 
