@@ -50,9 +50,22 @@ def _worker(rank: int, world_size: int, tmp: str, scenario, args) -> None:
         os._exit(0)  # no pytest (or other) exit handlers in a forked child
 
 
+_WARM = []
+
+
+def warm_up() -> None:
+    """What every worker would otherwise pay for once, paid once here before forking: the first
+    optimiser step (about 1.5 s of lazy imports) and the first lookups and bags."""
+    if not _WARM:
+        train_step(el.Embedding(3, 2), lambda m: m(torch.tensor([1])), torch.ones(1, 2))
+        train_step(el.EmbeddingBag(3, 2), lambda m: m(torch.tensor([[1]])), torch.ones(1, 2))
+        _WARM.append(True)
+
+
 def run_ranks(world_size: int, scenario, tmp_path, *args) -> list[dict]:
     """Run ``scenario(rank, world_size, *args)`` on ``world_size`` forked workers; their results by rank
     (``{"ok": value}`` or ``{"error": name, "message": ..., "traceback": ...}``)."""
+    warm_up()
     tmp = tmp_path / f"run{time.monotonic_ns()}"
     tmp.mkdir()
     ctx = mp.get_context("fork")
