@@ -148,7 +148,7 @@ def lookup_scenario(rank, world_size, num_embeddings, dim, sharding):
     table, ids, grads = case(num_embeddings, dim, world_size)
     results = []
     for options in LOOKUP_OPTIONS:
-        layer = ed.ShardedEmbedding.from_full(table, sharding=sharding, **options)
+        layer = ed.ShardedEmbedding.from_full(table, **placement(sharding, world_size), **options)
         # a 2-D batch on rank 0 (the shape is kept), 1-D elsewhere
         mine, grad = ids[rank], grads[rank]
         if rank == 0:
@@ -157,7 +157,12 @@ def lookup_scenario(rank, world_size, num_embeddings, dim, sharding):
     return results
 
 
-SHARDINGS = [pytest.param("row", id="row"), pytest.param("column", id="column")]
+SHARDINGS = ["row", "column", "table"]
+
+
+def placement(sharding: str, world_size: int) -> dict:
+    """The layer's sharding options: a table-wise table on the last rank (not rank 0)."""
+    return {"sharding": sharding, "table_rank": world_size - 1 if sharding == "table" else 0}
 
 
 @pytest.mark.parametrize("sharding", SHARDINGS)
@@ -175,6 +180,8 @@ def test_lookup_forward_backward_step_match_one_process(tmp_path, world_size, nu
             block, r_out, r_grad, r_after = results[k]
             if sharding == "row":
                 assert block == (slice(*ed.row_shards(num_embeddings, world_size).bounds(rank)), slice(0, dim))
+            elif sharding == "table":
+                assert block == (slice(0, num_embeddings if rank == world_size - 1 else 0), slice(0, dim))
             else:
                 assert block == (slice(0, num_embeddings), slice(*ed.column_shards(num_embeddings, dim,
                                                                                    world_size).bounds(rank)))
@@ -208,7 +215,7 @@ def bag_scenario(rank, world_size, num_embeddings, dim, sharding):
     table, ids, grads = case(num_embeddings, dim, world_size, seed=1)
     results = []
     for options in BAG_OPTIONS:
-        layer = ed.ShardedEmbeddingBag.from_full(table, sharding=sharding, **layer_options(options))
+        layer = ed.ShardedEmbeddingBag.from_full(table, **placement(sharding, world_size), **layer_options(options))
         offsets, psw, grad_out = bag_inputs(ids[rank], grads[rank], options, rank)
         results.append((layer.block(), *train_step(layer, lambda m: m(ids[rank], offsets, psw), grad_out)))
     return results
@@ -310,7 +317,7 @@ def test_bad_input_on_one_rank_raises_on_every_rank(tmp_path, world_size, shardi
 # --------------------------------------------------------------------------------------------------
 def save_scenario(rank, world_size, path, num_embeddings, dim, sharding):
     table, ids, grads = case(num_embeddings, dim, world_size, seed=2)
-    layer = ed.ShardedEmbeddingBag.from_full(table, mode="max", padding_idx=2, sharding=sharding)
+    layer = ed.ShardedEmbeddingBag.from_full(table, mode="max", padding_idx=2, **placement(sharding, world_size))
     bags = torch.arange(ids[rank].numel() + 1)[:-1] if ids[rank].numel() else torch.tensor([0])
     train_step(layer, lambda m: m(ids[rank], bags), torch.ones(bags.numel(), dim))  # a step, so the table changed
     ed.save_sharded(layer, path)
@@ -318,20 +325,22 @@ def save_scenario(rank, world_size, path, num_embeddings, dim, sharding):
 
 
 def load_scenario(rank, world_size, path, ids, sharding):
-    layer = ed.load_sharded(path, sharding=sharding)
+    layer = ed.load_sharded(path, **placement(sharding, world_size))
     return (type(layer).__name__, layer.mode, layer.padding_idx, layer.block(), layer.weight.detach().clone(),
             layer(ids[rank], torch.tensor([0])).detach())
 
 
-@pytest.mark.parametrize("saved_as, loaded_as", [("row", "row"), ("column", "row"), ("row", "column")])
+@pytest.mark.parametrize("saved_as, loaded_as", [("row", "row"), ("column", "row"), ("row", "column"),
+                                                  ("table", "row"), ("row", "table")])
 def test_save_on_four_ranks_load_on_two(tmp_path, saved_as, loaded_as):
     num_embeddings, dim = 10, 3
     path = str(tmp_path / "table.pt")
     shards = ok(run_ranks(4, save_scenario, tmp_path, path, num_embeddings, dim, saved_as))
-    full = torch.cat(shards, dim=0 if saved_as == "row" else 1)
+    full = torch.cat(shards, dim=1 if saved_as == "column" else 0)
     saved = torch.load(path, weights_only=True)  # one process reads it with torch.load alone
     assert saved["format"] == "embedlib.sharded" and saved["saved_world_size"] == 4
     assert saved["config"] == {"num_embeddings": 10, "embedding_dim": 3, "padding_idx": 2, "sharding": saved_as,
+                               "table_rank": 3 if saved_as == "table" else 0,
                                "mode": "max",
                                "include_last_offset": False}
     assert torch.equal(saved["weight"], full)
@@ -339,11 +348,12 @@ def test_save_on_four_ranks_load_on_two(tmp_path, saved_as, loaded_as):
     got = ok(run_ranks(2, load_scenario, tmp_path, path, ids, loaded_as))
     for rank, (name, mode, pad, block, weight, out) in enumerate(got):
         assert (name, mode, pad) == ("ShardedEmbeddingBag", "max", 2)
-        shards = ed.row_shards(10, 2) if loaded_as == "row" else ed.column_shards(10, 3, 2)
-        assert block[0 if loaded_as == "row" else 1] == slice(*shards.bounds(rank))
+        shards = {"row": ed.row_shards(10, 2), "column": ed.column_shards(10, 3, 2),
+                  "table": ed.TableShards(10, 2, 1)}[loaded_as]
+        assert block[1 if loaded_as == "column" else 0] == slice(*shards.bounds(rank))
         assert torch.equal(weight, full[block])
         assert torch.equal(out, el.embedding_bag(ids[rank], full, torch.tensor([0]), mode="max", padding_idx=2))
-    one = ed.load_sharded(path)  # without a process group: one rank holding every row
+    one = ed.load_sharded(path, table_rank=0)  # without a process group: one rank holding every row
     assert (one.row_start, one.row_stop) == (0, 10) and torch.equal(one.weight, full)
 
 
@@ -355,3 +365,14 @@ def test_row_shards_give_the_first_ranks_one_more_row():
     assert ed.row_shards(2, 4).sizes() == [1, 1, 0, 0]
     with pytest.raises(ValueError):
         ed.row_shards(10, 0)
+
+
+def test_place_tables_balances_sizes_largest_first():
+    assert ed.place_tables([100, 10, 60, 50], 2) == [0, 0, 1, 1]  # 100 + 10 against 60 + 50
+    assert ed.place_tables([5, 5, 5], 4) == [0, 1, 2]
+    assert ed.TableShards(7, 3, 2).sizes() == [0, 0, 7]
+    assert ed.TableShards(7, 3, 2).owner(torch.tensor([0, 6])).tolist() == [2, 2]
+    with pytest.raises(ValueError, match="table_rank"):
+        ed.ShardedEmbedding(7, 2, sharding="table", table_rank=1)  # one process: only rank 0
+    with pytest.raises(ValueError, match="sharding"):
+        ed.ShardedEmbedding(7, 2, sharding="diagonal")

@@ -28,7 +28,7 @@ def save_sharded(module, path) -> None:
     fails, every rank raises."""
     if type(module).__name__ not in _LAYERS:
         raise TypeError(f"save_sharded saves a ShardedEmbedding or ShardedEmbeddingBag, got {type(module).__name__}")
-    if module.sharding == "row":
+    if module.sharding != "column":
         full = _collectives.gather_rows(module.weight, module.shards.sizes(), module.group)
     else:  # the column blocks, as the rows of the transposed shards
         full = _collectives.gather_rows(module.weight.detach().t().contiguous(), module.shards.sizes(), module.group)
@@ -46,10 +46,10 @@ def save_sharded(module, path) -> None:
     _collectives.agree(write, module.group)
 
 
-def load_sharded(path, *, group=None, sharding=None, device=None):
+def load_sharded(path, *, group=None, sharding=None, table_rank=None, device=None):
     """The layer saved by :func:`save_sharded` in ``path``, sharded over ``group`` (the default group when
     None; one process without one): each rank reads only its own rows (the chapter on sharded tables).
-    ``sharding`` ("row" or "column") overrides the saved layer's. Every rank calls it; a missing or
+    ``sharding`` ("row", "column" or "table") and ``table_rank`` override the saved layer's. Every rank calls it; a missing or
     foreign file raises on every rank."""
 
     def read():
@@ -66,6 +66,8 @@ def load_sharded(path, *, group=None, sharding=None, device=None):
     cls = _LAYERS[payload["layer"]]
     if sharding is not None:
         config["sharding"] = sharding
+    if table_rank is not None:
+        config["table_rank"] = table_rank
     num_embeddings, embedding_dim = config.pop("num_embeddings"), config.pop("embedding_dim")
     layer = cls(num_embeddings, embedding_dim, group=group, device=device, dtype=full.dtype, **config)
     with torch.no_grad():

@@ -19,8 +19,8 @@ from embedlib.torch import _tensors
 class _ShardedTable(nn.Module):
     """What both sharded layers share: the shard, where it lies in the full table, and the group."""
 
-    def __init__(self, num_embeddings, embedding_dim, *, padding_idx=None, sharding="row", group=None, seed=None,
-                 device=None, dtype=None):
+    def __init__(self, num_embeddings, embedding_dim, *, padding_idx=None, sharding="row", table_rank=0, group=None,
+                 seed=None, device=None, dtype=None):
         super().__init__()
         self.sharding = plan.sharding(sharding)
         self.num_embeddings = _checks.count(num_embeddings, "num_embeddings")
@@ -28,7 +28,8 @@ class _ShardedTable(nn.Module):
         self.padding_idx = _checks.padding_idx(padding_idx, self.num_embeddings)
         self.group = group
         self.rank, self.world_size = _collectives.world(group)
-        self.shards = plan.shards_for(sharding, self.num_embeddings, self.embedding_dim, self.world_size)
+        self.table_rank = table_rank
+        self.shards = plan.shards_for(sharding, self.num_embeddings, self.embedding_dim, self.world_size, table_rank)
         rows, cols = plan.shard_block(self.shards, self.rank, self.num_embeddings, self.embedding_dim)
         self.row_start, self.row_stop, self.col_start, self.col_stop = rows.start, rows.stop, cols.start, cols.stop
         self.weight = nn.Parameter(torch.empty(self.row_stop - self.row_start, self.col_stop - self.col_start,
@@ -65,7 +66,7 @@ class _ShardedTable(nn.Module):
     def config(self) -> dict:
         """The arguments that rebuild the layer (what :func:`save_sharded` stores beside the table)."""
         return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
-                "padding_idx": self.padding_idx, "sharding": self.sharding}
+                "padding_idx": self.padding_idx, "sharding": self.sharding, "table_rank": self.table_rank}
 
     def extra_repr(self) -> str:
         return (f"{self.num_embeddings}, {self.embedding_dim}, rows {self.row_start}:{self.row_stop}, columns "
@@ -79,12 +80,15 @@ class ShardedEmbedding(_ShardedTable):
     table for the ranks' batches taken together. Rank ``r`` holds rows ``row_start:row_stop``; when the
     world size ``W`` does not divide ``num_embeddings`` the first ``num_embeddings % W`` ranks hold one
     row more (:func:`embedlib.distributed.row_shards`). With ``sharding="column"`` every rank holds every
-    row and columns ``col_start:col_stop`` instead (:func:`embedlib.distributed.column_shards`).
+    row and columns ``col_start:col_stop`` instead (:func:`embedlib.distributed.column_shards`); with
+    ``sharding="table"`` rank ``table_rank`` holds the whole table and the others nothing (several such
+    layers, placed by :func:`embedlib.distributed.place_tables`, spread a model's tables over the ranks).
     ``padding_idx`` as in ``nn.Embedding``."""
 
     def forward(self, indices) -> torch.Tensor:
         return sharded_lookup(indices, self.weight, self.num_embeddings, embedding_dim=self.embedding_dim,
-                              sharding=self.sharding, padding_idx=self.padding_idx, group=self.group)
+                              sharding=self.sharding, table_rank=self.table_rank, padding_idx=self.padding_idx,
+                              group=self.group)
 
 
 class ShardedEmbeddingBag(_ShardedTable):
@@ -95,17 +99,17 @@ class ShardedEmbeddingBag(_ShardedTable):
     Shards as in :class:`ShardedEmbedding`."""
 
     def __init__(self, num_embeddings, embedding_dim, *, mode="mean", padding_idx=None, include_last_offset=False,
-                 sharding="row", group=None, seed=None, device=None, dtype=None):
+                 sharding="row", table_rank=0, group=None, seed=None, device=None, dtype=None):
         _checks.bag_mode(mode, False)
         self.mode, self.include_last_offset = mode, bool(include_last_offset)
-        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, sharding=sharding, group=group,
-                         seed=seed, device=device, dtype=dtype)
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, sharding=sharding,
+                         table_rank=table_rank, group=group, seed=seed, device=device, dtype=dtype)
 
     def forward(self, indices, offsets=None, per_sample_weights=None) -> torch.Tensor:
         return sharded_embedding_bag(indices, self.weight, self.num_embeddings, offsets, mode=self.mode,
                                      per_sample_weights=per_sample_weights, padding_idx=self.padding_idx,
                                      include_last_offset=self.include_last_offset, embedding_dim=self.embedding_dim,
-                                     sharding=self.sharding, group=self.group)
+                                     sharding=self.sharding, table_rank=self.table_rank, group=self.group)
 
     def config(self) -> dict:
         return {**super().config(), "mode": self.mode, "include_last_offset": self.include_last_offset}

@@ -12,7 +12,7 @@ import torch
 
 from embedlib import _checks
 from embedlib.distributed import _collectives, columnwise, rowwise
-from embedlib.distributed.plan import RowShards, shard_block, shards_for
+from embedlib.distributed.plan import ColumnShards, shard_block, shards_for
 from embedlib.distributed.rowwise import checked_ids
 from embedlib.torch import _tensors
 from embedlib.torch import bag as _bag
@@ -20,23 +20,24 @@ from embedlib.torch.lookup import index_vector
 
 
 def _lookup_rows(flat, shard, shards, pad, group):
-    if isinstance(shards, RowShards):
-        return rowwise.lookup_rows(flat, shard, shards, pad, group)
-    return columnwise.lookup_rows(flat, shard, shards, pad, group)
+    if isinstance(shards, ColumnShards):
+        return columnwise.lookup_rows(flat, shard, shards, pad, group)
+    return rowwise.lookup_rows(flat, shard, shards, pad, group)  # row-wise, and table-wise: one owner
 
 
 def sharded_lookup(indices, shard: torch.Tensor, num_embeddings: int, *, embedding_dim=None, sharding="row",
-                   padding_idx=None, group=None):
+                   table_rank=0, padding_idx=None, group=None):
     """The sharded lookup (the chapter on sharded tables): the same values as
     ``embedlib.torch.lookup(indices, full_table)``, shape ``(*indices.shape, embedding_dim)``, where
     ``shard`` is this rank's block of a ``(num_embeddings, embedding_dim)`` table cut by
     :func:`row_shards` (``sharding="row"``) or :func:`column_shards` (``"column"``; then
-    ``embedding_dim`` is required). The gradient reaches ``shard`` only. Bad input on any rank raises
+    ``embedding_dim`` is required), or held whole by rank ``table_rank`` (``"table"``: the other ranks
+    pass an empty ``(0, embedding_dim)`` shard). The gradient reaches ``shard`` only. Bad input on any rank raises
     on every rank, before anything is sent: our ``IndexError`` naming the value on the rank that sent
     it, an ``IndexError`` naming that rank and value on the others."""
 
     def check():
-        shards = _table(shard, num_embeddings, embedding_dim, sharding, group)
+        shards = _table(shard, num_embeddings, embedding_dim, sharding, table_rank, group)
         pad = _checks.padding_idx(padding_idx, num_embeddings)
         return shards, pad, checked_ids(indices, num_embeddings, shard.device)
 
@@ -47,7 +48,7 @@ def sharded_lookup(indices, shard: torch.Tensor, num_embeddings: int, *, embeddi
 
 def sharded_embedding_bag(indices, shard: torch.Tensor, num_embeddings: int, offsets=None, *, mode="mean",
                           per_sample_weights=None, padding_idx=None, include_last_offset=False, embedding_dim=None,
-                          sharding="row", group=None):
+                          sharding="row", table_rank=0, group=None):
     """Sharded bags (the chapter on sharded tables), with the semantics of
     ``embedlib.torch.embedding_bag`` on the full table: the rows of every entry are looked up as in
     :func:`sharded_lookup` (padding entries are not sent), then each bag is reduced here, on the rank
@@ -59,7 +60,7 @@ def sharded_embedding_bag(indices, shard: torch.Tensor, num_embeddings: int, off
     row's repeated entries in the order of an unstable sort, so against it the last bits may differ."""
 
     def check():
-        shards = _table(shard, num_embeddings, embedding_dim, sharding, group)
+        shards = _table(shard, num_embeddings, embedding_dim, sharding, table_rank, group)
         checked_ids(indices, num_embeddings, shard.device)
         return shards, _bag.check(indices, num_embeddings, offsets, mode=mode, per_sample_weights=per_sample_weights,
                                   padding_idx=padding_idx, include_last_offset=include_last_offset,
@@ -80,7 +81,7 @@ def sharded_embedding_bag(indices, shard: torch.Tensor, num_embeddings: int, off
     return _bag.run(_bag.CheckedBag(local, c.bounds, c.psw, pad), rows, mode)
 
 
-def _table(shard, num_embeddings, embedding_dim, sharding, group):
+def _table(shard, num_embeddings, embedding_dim, sharding, table_rank, group):
     """The shards, after checking that ``shard`` is this rank's block (no collective)."""
     rank, size = _collectives.world(group)
     w = _tensors.weight(shard, "shard")
@@ -90,7 +91,7 @@ def _table(shard, num_embeddings, embedding_dim, sharding, group):
             raise ValueError("a column-wise shard needs embedding_dim, the full table's number of columns")
         embedding_dim = w.shape[1]
     embedding_dim = _checks.count(embedding_dim, "embedding_dim")
-    shards = shards_for(sharding, num_embeddings, embedding_dim, size)
+    shards = shards_for(sharding, num_embeddings, embedding_dim, size, table_rank)
     rows, cols = shard_block(shards, rank, num_embeddings, embedding_dim)
     expected = (rows.stop - rows.start, cols.stop - cols.start)
     if tuple(w.shape) != expected:

@@ -55,7 +55,38 @@ class ColumnShards(NamedTuple):
         return RowShards(self.embedding_dim, self.world_size).sizes()
 
 
-SHARDINGS = ("row", "column")
+class TableShards(NamedTuple):
+    """Table-wise placement: the whole table on rank ``table_rank``, nothing on the others (which still
+    look rows up, from that rank). Several tables placed on different ranks (:func:`place_tables`)
+    spread a model's tables over the ranks."""
+
+    num_embeddings: int
+    world_size: int
+    table_rank: int
+
+    def bounds(self, rank: int) -> tuple[int, int]:
+        return (0, self.num_embeddings) if rank == self.table_rank else (0, 0)
+
+    def sizes(self) -> list[int]:
+        return [self.bounds(r)[1] for r in range(self.world_size)]
+
+    def owner(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(ids, self.table_rank, dtype=torch.int64)
+
+
+def place_tables(sizes, world_size) -> list[int]:
+    """Table-wise placement of tables of ``sizes`` (rows times columns, or bytes): the rank of each table,
+    largest first onto the rank with the least so far (a greedy balance of memory; ties to the lowest
+    rank). Lookups are not balanced by this: a table that every batch reads heavily loads its rank."""
+    world_size = _checks.positive(world_size, "world_size")
+    load, ranks = [0] * world_size, [0] * len(sizes)
+    for t in sorted(range(len(sizes)), key=lambda t: -sizes[t]):
+        r = min(range(world_size), key=lambda r: load[r])
+        ranks[t], load[r] = r, load[r] + sizes[t]
+    return ranks
+
+
+SHARDINGS = ("row", "column", "table")
 
 
 def sharding(value) -> str:
@@ -64,17 +95,21 @@ def sharding(value) -> str:
     return value
 
 
-def shards_for(kind: str, num_embeddings: int, embedding_dim: int, world_size: int):
-    """The :class:`RowShards` or :class:`ColumnShards` of a table."""
+def shards_for(kind: str, num_embeddings: int, embedding_dim: int, world_size: int, table_rank: int = 0):
+    """The :class:`RowShards`, :class:`ColumnShards` or :class:`TableShards` of a table."""
     if sharding(kind) == "row":
         return RowShards(num_embeddings, world_size)
+    if kind == "table":
+        if isinstance(table_rank, bool) or not isinstance(table_rank, int) or not 0 <= table_rank < world_size:
+            raise ValueError(f"table_rank must be a rank in [0, {world_size}), got {table_rank!r}")
+        return TableShards(num_embeddings, world_size, table_rank)
     return ColumnShards(num_embeddings, embedding_dim, world_size)
 
 
 def shard_block(shards, rank: int, num_embeddings: int, embedding_dim: int) -> tuple[slice, slice]:
     """The rows and columns of the full table that rank ``rank`` holds."""
     start, stop = shards.bounds(rank)
-    if isinstance(shards, RowShards):
+    if not isinstance(shards, ColumnShards):
         return slice(start, stop), slice(0, embedding_dim)
     return slice(0, num_embeddings), slice(start, stop)
 

@@ -26,7 +26,6 @@ import torch
 from embedlib import _checks
 from embedlib.distributed import _collectives
 from embedlib.distributed._collectives import InputError
-from embedlib.distributed.plan import RowShards
 from embedlib.torch import _tensors
 from embedlib.torch.lookup import index_vector, scatter_add
 
@@ -53,8 +52,9 @@ def checked_ids(indices, num_embeddings: int, device) -> torch.Tensor:
     return idx
 
 
-def route(flat: torch.Tensor, shards: RowShards, group=None) -> Route:
-    """Send each (checked) id to the rank that owns it: two all-to-alls (the counts, then the ids)."""
+def route(flat: torch.Tensor, shards, group=None) -> Route:
+    """Send each (checked) id to the rank that owns it (``shards``: a :class:`RowShards`, or a
+    :class:`TableShards`, whose one owner holds every row): two all-to-alls (the counts, then the ids)."""
     rank, _ = _collectives.world(group)
     owner = shards.owner(flat)
     order = torch.argsort(owner, stable=True)
@@ -83,7 +83,7 @@ class _RowwiseLookup(torch.autograd.Function):
         return grad_shard, None, None
 
 
-def lookup_rows(flat: torch.Tensor, shard: torch.Tensor, shards: RowShards, padding_idx=None,
+def lookup_rows(flat: torch.Tensor, shard: torch.Tensor, shards, padding_idx=None,
                 group=None) -> torch.Tensor:
     """``(n, D)`` rows of the full table for checked flat ids, from the shards of every rank (every rank
     calls it). ``padding_idx`` (in the full table's numbering): that row gets no gradient."""
