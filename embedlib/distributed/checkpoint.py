@@ -49,8 +49,8 @@ def save_sharded(module, path) -> None:
 def load_sharded(path, *, group=None, sharding=None, table_rank=None, device=None):
     """The layer saved by :func:`save_sharded` in ``path``, sharded over ``group`` (the default group when
     None; one process without one): each rank reads only its own rows (the chapter on sharded tables).
-    ``sharding`` ("row", "column" or "table") and ``table_rank`` override the saved layer's. Every rank calls it; a missing or
-    foreign file raises on every rank."""
+    ``sharding`` ("row", "column" or "table") and ``table_rank`` override the saved layer's. Every
+    rank calls it; a missing or foreign file raises on every rank."""
 
     def read():
         payload = torch.load(path, map_location="cpu", mmap=True, weights_only=True)

@@ -1,5 +1,6 @@
 """Sharded layers (the chapter on sharded tables): each rank's module holds its block of the table
-(rows for ``sharding="row"``, columns for ``"column"``) as its ``weight`` Parameter, so an optimiser built on each rank steps its own shard only.
+(rows for ``sharding="row"``, columns for ``"column"``, all or nothing for ``"table"``) as its ``weight``
+Parameter, so an optimiser built on each rank steps its own shard only.
 
 Every rank of the group must build the layer with the same arguments, and call ``forward`` (and
 ``backward``) the same number of times, each with its own batch.
@@ -69,9 +70,10 @@ class _ShardedTable(nn.Module):
                 "padding_idx": self.padding_idx, "sharding": self.sharding, "table_rank": self.table_rank}
 
     def extra_repr(self) -> str:
-        return (f"{self.num_embeddings}, {self.embedding_dim}, rows {self.row_start}:{self.row_stop}, columns "
-                f"{self.col_start}:{self.col_stop} on rank {self.rank} of {self.world_size}" + ("" if self.padding_idx is None else
-                                                       f", padding_idx={self.padding_idx}"))
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return (f"{self.num_embeddings}, {self.embedding_dim}, sharding={self.sharding!r}, rows {self.row_start}:"
+                f"{self.row_stop}, columns {self.col_start}:{self.col_stop} on rank {self.rank} of {self.world_size}"
+                + pad)
 
 
 class ShardedEmbedding(_ShardedTable):
