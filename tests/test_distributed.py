@@ -62,9 +62,10 @@ def warm_up() -> None:
         _WARM.append(True)
 
 
-def run_ranks(world_size: int, scenario, tmp_path, *args) -> list[dict]:
+def run_ranks(world_size: int, scenario, tmp_path, *args, timeout: float = TIMEOUT) -> list[dict]:
     """Run ``scenario(rank, world_size, *args)`` on ``world_size`` forked workers; their results by rank
-    (``{"ok": value}`` or ``{"error": name, "message": ..., "traceback": ...}``)."""
+    (``{"ok": value}`` or ``{"error": name, "message": ..., "traceback": ...}``). Fails the test, after
+    killing every worker left, if any runs past ``timeout`` seconds."""
     warm_up()
     tmp = tmp_path / f"run{time.monotonic_ns()}"
     tmp.mkdir()
@@ -73,7 +74,7 @@ def run_ranks(world_size: int, scenario, tmp_path, *args) -> list[dict]:
              for r in range(world_size)]
     for p in procs:
         p.start()
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + timeout
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))
     hung = [r for r, p in enumerate(procs) if p.is_alive()]
@@ -82,7 +83,7 @@ def run_ranks(world_size: int, scenario, tmp_path, *args) -> list[dict]:
             p.kill()
             p.join(5)
     if hung:
-        pytest.fail(f"ranks {hung} of {world_size} still ran after {TIMEOUT:.0f} s: killed")
+        pytest.fail(f"ranks {hung} of {world_size} still ran after {timeout:.0f} s: killed")
     results = []
     for r in range(world_size):
         path = tmp / f"result{r}.pt"
@@ -98,6 +99,19 @@ def ok(results: list[dict]) -> list:
               for r, res in enumerate(results) if "ok" not in res]
     assert not failed, "\n".join(failed)
     return [res["ok"] for res in results]
+
+
+def hang_scenario(rank, world_size):
+    if rank == 1:
+        time.sleep(3600)  # a rank that never comes back
+    return rank
+
+
+def test_a_hanging_rank_is_killed_and_fails_the_test(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match=r"ranks \[1\] of 2 still ran after 2 s: killed"):
+        run_ranks(2, hang_scenario, tmp_path, timeout=2)
+    assert time.monotonic() - started < 10
 
 
 # --------------------------------------------------------------------------------------------------
