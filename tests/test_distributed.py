@@ -395,3 +395,12 @@ def test_place_tables_balances_sizes_largest_first():
         ed.ShardedEmbedding(7, 2, sharding="table", table_rank=1)  # one process: only rank 0
     with pytest.raises(ValueError, match="sharding"):
         ed.ShardedEmbedding(7, 2, sharding="diagonal")
+
+
+@pytest.mark.parametrize("name", ed.__all__)
+def test_docstrings_name_the_chapter(name):
+    import inspect
+    import re
+
+    doc = inspect.getdoc(getattr(ed, name)) or ""
+    assert re.search(r"the chapter on sharded\s+tables", doc), f"embedlib.distributed.{name}: no chapter named"

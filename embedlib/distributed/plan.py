@@ -16,7 +16,8 @@ from embedlib import _checks
 
 
 class RowShards(NamedTuple):
-    """The row-wise cut of a ``num_embeddings``-row table over ``world_size`` ranks."""
+    """The row-wise cut of a ``num_embeddings``-row table over ``world_size`` ranks (the chapter on sharded
+    tables)."""
 
     num_embeddings: int
     world_size: int
@@ -38,7 +39,8 @@ class RowShards(NamedTuple):
 
 
 class ColumnShards(NamedTuple):
-    """The column-wise cut of a ``(num_embeddings, embedding_dim)`` table over ``world_size`` ranks: every
+    """The column-wise cut (the chapter on sharded tables) of a ``(num_embeddings, embedding_dim)`` table
+    over ``world_size`` ranks: every
     rank holds every row, and a contiguous block of columns (the first ``embedding_dim % world_size``
     ranks one column more)."""
 
@@ -56,8 +58,8 @@ class ColumnShards(NamedTuple):
 
 
 class TableShards(NamedTuple):
-    """Table-wise placement: the whole table on rank ``table_rank``, nothing on the others (which still
-    look rows up, from that rank). Several tables placed on different ranks (:func:`place_tables`)
+    """Table-wise placement (the chapter on sharded tables): the whole table on rank ``table_rank``,
+    nothing on the others (which still look rows up, from that rank). Several tables placed on different ranks (:func:`place_tables`)
     spread a model's tables over the ranks."""
 
     num_embeddings: int
@@ -75,9 +77,9 @@ class TableShards(NamedTuple):
 
 
 def place_tables(sizes, world_size) -> list[int]:
-    """Table-wise placement of tables of ``sizes`` (rows times columns, or bytes): the rank of each table,
-    largest first onto the rank with the least so far (a greedy balance of memory; ties to the lowest
-    rank). Lookups are not balanced by this: a table that every batch reads heavily loads its rank."""
+    """Table-wise placement (the chapter on sharded tables) of tables of ``sizes`` (rows times columns,
+    or bytes): the rank of each table, largest first onto the rank with the least so far (a greedy
+    balance of memory; ties to the lowest rank). Lookups are not balanced by this: a table that every batch reads heavily loads its rank."""
     world_size = _checks.positive(world_size, "world_size")
     load, ranks = [0] * world_size, [0] * len(sizes)
     for t in sorted(range(len(sizes)), key=lambda t: -sizes[t]):
