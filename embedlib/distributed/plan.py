@@ -59,8 +59,8 @@ class ColumnShards(NamedTuple):
 
 class TableShards(NamedTuple):
     """Table-wise placement (the chapter on sharded tables): the whole table on rank ``table_rank``,
-    nothing on the others (which still look rows up, from that rank). Several tables placed on different ranks (:func:`place_tables`)
-    spread a model's tables over the ranks."""
+    nothing on the others (which still look rows up, from that rank). Several tables placed on
+    different ranks (:func:`place_tables`) spread a model's tables over the ranks."""
 
     num_embeddings: int
     world_size: int
@@ -79,7 +79,8 @@ class TableShards(NamedTuple):
 def place_tables(sizes, world_size) -> list[int]:
     """Table-wise placement (the chapter on sharded tables) of tables of ``sizes`` (rows times columns,
     or bytes): the rank of each table, largest first onto the rank with the least so far (a greedy
-    balance of memory; ties to the lowest rank). Lookups are not balanced by this: a table that every batch reads heavily loads its rank."""
+    balance of memory; ties to the lowest rank). Lookups are not balanced by this: a table that every
+    batch reads heavily loads its rank."""
     world_size = _checks.positive(world_size, "world_size")
     load, ranks = [0] * world_size, [0] * len(sizes)
     for t in sorted(range(len(sizes)), key=lambda t: -sizes[t]):
