@@ -22,6 +22,14 @@ def world(group=None) -> tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
+def small_device(group=None) -> torch.device:
+    """Where the small tensors of counts and error flags live: the current GPU for NCCL (which moves CUDA
+    tensors only), the CPU otherwise (gloo)."""
+    if world(group)[1] > 1 and dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 class InputError(Exception):
     """Raised inside a check to say which value was out of range (``agree`` re-raises ``error``)."""
 
@@ -51,7 +59,9 @@ def agree(check, group=None):
     if size > 1:
         table = torch.zeros(size, 3, dtype=torch.int64)
         table[rank] = torch.tensor(info)
-        dist.all_reduce(table, group=group)
+        on_device = table.to(small_device(group))
+        dist.all_reduce(on_device, group=group)
+        table = on_device.cpu()
         failed = [r for r in range(size) if table[r, 0] != 0]
     else:
         failed = [rank] if mine is not None else []
@@ -73,8 +83,9 @@ def exchange_counts(send: list[int], group=None) -> list[int]:
     rank, size = world(group)
     if size == 1:
         return list(send)
-    out = torch.empty(size, dtype=torch.int64)
-    dist.all_to_all_single(out, torch.tensor(send, dtype=torch.int64), group=group)
+    device = small_device(group)
+    out = torch.empty(size, dtype=torch.int64, device=device)
+    dist.all_to_all_single(out, torch.tensor(send, dtype=torch.int64, device=device), group=group)
     return out.tolist()
 
 
