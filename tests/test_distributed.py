@@ -386,6 +386,35 @@ def test_row_shards_give_the_first_ranks_one_more_row():
         ed.row_shards(10, 0)
 
 
+def traffic_scenario(rank, world_size):
+    table = torch.randn(10, 3)
+    ids = torch.tensor([0, 5, 6]) if rank == 0 else torch.tensor([1])
+    sent = []
+    for sharding in ("row", "column"):
+        layer = ed.ShardedEmbedding.from_full(table, sharding=sharding)
+        with ed.count_traffic() as forward:
+            out = layer(ids)
+        with ed.count_traffic() as backward:
+            out.sum().backward()
+        sent.append((forward.bytes, forward.calls, backward.bytes, backward.calls))
+    return sent
+
+
+def test_traffic_counts_the_bytes_sent_to_other_ranks(tmp_path):
+    """Rows 0:5 on rank 0 and 5:10 on rank 1 (row-wise), columns 0:2 and 2:3 (column-wise); D = 3
+    float32 (12 bytes a row), int64 ids and counts. Rank 0 looks up 0, 5, 6; rank 1 looks up 1."""
+    got = ok(run_ranks(2, traffic_scenario, tmp_path))
+    # row-wise, rank 0: counts 8 + two ids 16 + one row for rank 1's id 12; backward: two gradient rows 24
+    assert got[0][0] == (8 + 16 + 12, 3, 24, 1)
+    # rank 1: counts 8 + one id 8 + two rows 24; backward: one gradient row 12
+    assert got[1][0] == (8 + 8 + 24, 3, 12, 1)
+    # column-wise, rank 0: counts 8 + its 3 ids to rank 1 24 + its 2 columns of rank 1's row 8;
+    # backward: column 2 of its 3 rows 12
+    assert got[0][1] == (8 + 24 + 8, 3, 12, 1)
+    # rank 1: counts 8 + its id 8 + its column of rank 0's 3 rows 12; backward: columns 0:2 of its row 8
+    assert got[1][1] == (8 + 8 + 12, 3, 8, 1)
+
+
 def test_place_tables_balances_sizes_largest_first():
     assert ed.place_tables([100, 10, 60, 50], 2) == [0, 0, 1, 1]  # 100 + 10 against 60 + 50
     assert ed.place_tables([5, 5, 5], 4) == [0, 1, 2]

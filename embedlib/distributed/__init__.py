@@ -16,6 +16,7 @@ any backend that has ``all_to_all_single`` with uneven splits (gloo on the CPU, 
 Bad input on any rank raises on every rank (the rank that sent it raises embedlib's own error), so
 no rank is left waiting in a collective.
 """
+from embedlib.distributed._collectives import Traffic, count_traffic
 from embedlib.distributed.checkpoint import load_sharded, save_sharded
 from embedlib.distributed.layers import ShardedEmbedding, ShardedEmbeddingBag
 from embedlib.distributed.ops import sharded_embedding_bag, sharded_lookup
@@ -27,7 +28,9 @@ __all__ = [
     "ShardedEmbedding",
     "ShardedEmbeddingBag",
     "TableShards",
+    "Traffic",
     "column_shards",
+    "count_traffic",
     "load_sharded",
     "place_tables",
     "row_shards",

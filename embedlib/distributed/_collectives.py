@@ -6,6 +6,9 @@ Without an initialised process group everything runs as one rank (rank 0 of 1), 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 
@@ -78,11 +81,50 @@ def agree(check, group=None):
     return result
 
 
+@dataclass
+class Traffic:
+    """What this rank's all-to-alls sent to the other ranks (the chapter on sharded tables counts the
+    shardings' traffic with it; the part a rank keeps for itself is not counted):
+    ``bytes`` of payload (ids, rows, gradient rows and the counts before them) and ``calls``."""
+
+    bytes: int = 0
+    calls: int = 0
+
+
+_COUNTERS: list[Traffic] = []
+
+
+@contextmanager
+def count_traffic():
+    """Count the bytes that this rank's sharded lookups, bags and their backward passes send to other
+    ranks inside the ``with`` block (the chapter on sharded tables measures the shardings with it)::
+
+        with count_traffic() as sent:
+            layer(ids).backward(grad)
+        sent.bytes, sent.calls
+    """
+    counter = Traffic()
+    _COUNTERS.append(counter)
+    try:
+        yield counter
+    finally:
+        _COUNTERS.remove(counter)
+
+
+def _count(send: list[int], item_bytes: int, group) -> None:
+    if _COUNTERS:
+        rank, _ = world(group)
+        for counter in _COUNTERS:
+            counter.bytes += (sum(send) - send[rank]) * item_bytes
+            counter.calls += 1
+
+
 def exchange_counts(send: list[int], group=None) -> list[int]:
     """Each rank tells every other how many items it will send it: ``recv[r]`` is what rank ``r`` sends here."""
     rank, size = world(group)
     if size == 1:
         return list(send)
+    _count([1] * size, 8, group)
     device = small_device(group)
     out = torch.empty(size, dtype=torch.int64, device=device)
     dist.all_to_all_single(out, torch.tensor(send, dtype=torch.int64, device=device), group=group)
@@ -95,6 +137,7 @@ def exchange(values: torch.Tensor, send: list[int], recv: list[int], group=None)
     out = values.new_empty(sum(recv), *values.shape[1:])
     if world(group)[1] == 1:
         return out.copy_(values)
+    _count(send, values[:1].numel() * values.element_size() if values.dim() > 1 else values.element_size(), group)
     dist.all_to_all_single(out, values.contiguous(), output_split_sizes=recv, input_split_sizes=send, group=group)
     return out
 
