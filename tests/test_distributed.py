@@ -25,8 +25,13 @@ import embedlib.torch as el
 TIMEOUT = 60.0  # seconds for a whole run of workers
 LR = 0.5
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                       reason="torch.distributed with gloo is not available"),
+    # Python 3.12+ warns on fork() from a process with threads (torch's thread pool): each worker sets
+    # one thread of its own at once and touches no lock the parent's threads could hold
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"),
+]
 
 
 # --------------------------------------------------------------------------------------------------
