@@ -306,6 +306,12 @@ def error_scenario(rank, world_size, num_embeddings, bad_rank, sharding):
                 seen.append(None)
             except (IndexError, TypeError) as failure:
                 seen.append((type(failure).__name__, str(failure)))
+    try:  # the function on a shard of the wrong shape on one rank: every rank raises
+        shard = layer.weight if rank != bad_rank else layer.weight[:0]
+        ed.sharded_lookup(torch.tensor([0]), shard, num_embeddings, embedding_dim=2, sharding=sharding)
+        seen.append(None)
+    except ValueError as failure:
+        seen.append((type(failure).__name__, str(failure)))
     try:  # a file that no rank can read: every rank raises
         ed.load_sharded(os.path.join(os.path.dirname(__file__), "no such table.pt"))
         seen.append(None)
@@ -321,9 +327,9 @@ def test_bad_input_on_one_rank_raises_on_every_rank(tmp_path, world_size, shardi
     num_embeddings, bad_rank = 7, 1
     got = ok(run_ranks(world_size, error_scenario, tmp_path, num_embeddings, bad_rank, sharding))
     for rank, (seen, good) in enumerate(got):
-        assert len(seen) == 7 and None not in seen, (rank, seen)
+        assert len(seen) == 8 and None not in seen, (rank, seen)
         kinds = [kind for kind, _ in seen]
-        assert kinds == ["IndexError"] * 4 + ["TypeError"] * 2 + ["FileNotFoundError"], (rank, seen)
+        assert kinds == ["IndexError"] * 4 + ["TypeError"] * 2 + ["ValueError", "FileNotFoundError"], (rank, seen)
         if rank == bad_rank:  # embedlib's own words, on the rank that sent the id
             assert "index 7 is out of range for num_embeddings=7" in seen[0][1]
             assert "index -1 is out of range for num_embeddings=7" in seen[2][1]
