@@ -44,20 +44,27 @@ def load_minilm_token_table(model_dir=None) -> tuple[np.ndarray, list[str]]:
     (default: the installed package's). The weights file must have the SHA-256 of the published
     0.1.0 package: anything else raises ``ValueError`` before a tensor is read.
     """
-    folder = minilm_model_dir() if model_dir is None else pathlib.Path(model_dir)
-    weights, vocab_file = folder / "model.safetensors", folder / "vocab.txt"
-    digest = _sha256(weights)
-    if digest != MODEL_SHA256:
-        raise ValueError(f"{weights} has SHA-256 {digest}, not the {MODEL_SHA256} of {PACKAGE} 0.1.0: "
-                         f"the file is corrupt or another version; reinstall the package")
+    weights, vocab = checked_files(model_dir)
     table = read_safetensors(weights, [TOKEN_TABLE])[TOKEN_TABLE]
-    vocab = vocab_file.read_text(encoding="utf-8").split("\n")
-    if vocab and vocab[-1] == "":
-        vocab.pop()
     if table.shape != SHAPE or table.dtype != np.float32 or len(vocab) != SHAPE[0]:
         raise ValueError(f"unexpected MiniLM files: table {table.shape} {table.dtype}, {len(vocab)} vocabulary "
                          f"entries; expected {SHAPE} float32 and {SHAPE[0]}")
     return table, vocab
+
+
+def checked_files(model_dir=None) -> tuple[pathlib.Path, list[str]]:
+    """The weights file, its SHA-256 checked (``ValueError`` before a tensor is read), and the
+    vocabulary, one word piece per line of ``vocab.txt``: what every MiniLM loader starts from."""
+    folder = minilm_model_dir() if model_dir is None else pathlib.Path(model_dir)
+    weights = folder / "model.safetensors"
+    digest = _sha256(weights)
+    if digest != MODEL_SHA256:
+        raise ValueError(f"{weights} has SHA-256 {digest}, not the {MODEL_SHA256} of {PACKAGE} 0.1.0: "
+                         f"the file is corrupt or another version; reinstall the package")
+    vocab = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    if vocab and vocab[-1] == "":
+        vocab.pop()
+    return weights, vocab
 
 
 def _sha256(path: pathlib.Path) -> str:

@@ -13,13 +13,12 @@ Not exported by ``embedlib.torch`` (it is a model, not an operation): import it 
 from __future__ import annotations
 
 import math
-import pathlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedlib.datasets.minilm import MODEL_SHA256, PACKAGE, _sha256, minilm_model_dir
+from embedlib.datasets.minilm import checked_files
 from embedlib.datasets.safetensors import read_safetensors
 from embedlib.torch.lookup import lookup
 
@@ -40,15 +39,9 @@ def load_minilm(model_dir=None) -> "MiniLM":
     package (``ValueError`` otherwise, before a tensor is read). ``model.vocab`` holds the
     vocabulary (for :class:`embedlib.datasets.WordPieceTokenizer`).
     """
-    folder = minilm_model_dir() if model_dir is None else pathlib.Path(model_dir)
-    weights = folder / "model.safetensors"
-    digest = _sha256(weights)
-    if digest != MODEL_SHA256:
-        raise ValueError(f"{weights} has SHA-256 {digest}, not the {MODEL_SHA256} of {PACKAGE} 0.1.0: "
-                         f"the file is corrupt or another version; reinstall the package")
-    vocab = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    weights, vocab = checked_files(model_dir)
     model = MiniLM({name: torch.from_numpy(a) for name, a in read_safetensors(weights).items()})
-    model.vocab = vocab[:-1] if vocab and vocab[-1] == "" else vocab
+    model.vocab = vocab
     return model.eval()
 
 
