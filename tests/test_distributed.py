@@ -1,25 +1,23 @@
 """embedlib.distributed: row-wise sharded tables over torch.distributed, checked against one process.
 
-Each test starts 2 or 4 worker processes on the CPU (forked from this one: about 0.05 s each), which
-join a gloo process group through a ``file://`` rendezvous in the test's temporary directory (no TCP
-store: every listener stays on 127.0.0.1). Each worker writes its result to a file; the parent waits
-at most ``TIMEOUT`` seconds for all of them, kills every worker that is left and fails the test if
-any hangs. The references are ``embedlib.torch``'s ``Embedding`` / ``EmbeddingBag`` in this process,
+Each test starts 2 or 4 worker processes on the CPU with ``embedlib.distributed.launch.run_local``
+(forked from this one: about 0.05 s each), which join a gloo process group through a ``file://``
+rendezvous in a temporary directory (no TCP store: every listener stays on 127.0.0.1). The parent
+waits at most ``TIMEOUT`` seconds for all of them, kills every worker that is left and fails the test
+if any hangs. The references are ``embedlib.torch``'s ``Embedding`` / ``EmbeddingBag`` in this process,
 on the ranks' batches taken together, compared bit for bit.
 """
 from __future__ import annotations
 
-import datetime
 import os
 import time
-import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import embedlib.distributed as ed
+from embedlib.distributed.launch import WorkerError, run_local
 import embedlib.torch as el
 
 TIMEOUT = 60.0  # seconds for a whole run of workers
@@ -37,24 +35,6 @@ pytestmark = [
 # --------------------------------------------------------------------------------------------------
 # Starting workers, and bounding them in time
 # --------------------------------------------------------------------------------------------------
-def _worker(rank: int, world_size: int, tmp: str, scenario, args) -> None:
-    out = os.path.join(tmp, f"result{rank}.pt")
-    try:
-        torch.set_num_threads(1)  # 2 to 4 ranks on a 2-core machine
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only
-        dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=TIMEOUT))
-        result = {"ok": scenario(rank, world_size, *args)}
-    except BaseException as failure:  # noqa: BLE001  reported to the parent
-        result = {"error": type(failure).__name__, "message": str(failure), "traceback": traceback.format_exc()}
-    try:
-        torch.save(result, out)
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    finally:
-        os._exit(0)  # no pytest (or other) exit handlers in a forked child
-
-
 _WARM = []
 
 
@@ -67,43 +47,16 @@ def warm_up() -> None:
         _WARM.append(True)
 
 
-def run_ranks(world_size: int, scenario, tmp_path, *args, timeout: float = TIMEOUT) -> list[dict]:
-    """Run ``scenario(rank, world_size, *args)`` on ``world_size`` forked workers; their results by rank
-    (``{"ok": value}`` or ``{"error": name, "message": ..., "traceback": ...}``). Fails the test, after
-    killing every worker left, if any runs past ``timeout`` seconds."""
+def run_ranks(world_size: int, scenario, *args, timeout: float = TIMEOUT) -> list:
+    """What ``scenario(rank, world_size, *args)`` returned on each of ``world_size`` forked workers
+    (:func:`embedlib.distributed.launch.run_local`). A rank's error fails the test with every failed
+    rank's traceback (the first cause is usually on the rank whose error is not a closed connection);
+    a rank still running after ``timeout`` seconds fails it too, once every worker left is killed."""
     warm_up()
-    tmp = tmp_path / f"run{time.monotonic_ns()}"
-    tmp.mkdir()
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_worker, args=(r, world_size, str(tmp), scenario, args), daemon=True)
-             for r in range(world_size)]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join(5)
-    if hung:
-        pytest.fail(f"ranks {hung} of {world_size} still ran after {timeout:.0f} s: killed")
-    results = []
-    for r in range(world_size):
-        path = tmp / f"result{r}.pt"
-        assert path.exists(), f"rank {r} died without a result (exit code {procs[r].exitcode})"
-        results.append(torch.load(path, weights_only=False))
-    return results
-
-
-def ok(results: list[dict]) -> list:
-    """The values that every rank returned; else fail with every rank's error (the first cause is
-    usually on the rank whose error is not a closed connection)."""
-    failed = [f"rank {r} raised {res['error']}: {res['message']}\n{res['traceback']}"
-              for r, res in enumerate(results) if "ok" not in res]
-    assert not failed, "\n".join(failed)
-    return [res["ok"] for res in results]
+    try:
+        return run_local(scenario, world_size, *args, timeout=timeout)
+    except TimeoutError as hung:
+        pytest.fail(str(hung))
 
 
 def hang_scenario(rank, world_size):
@@ -112,11 +65,38 @@ def hang_scenario(rank, world_size):
     return rank
 
 
-def test_a_hanging_rank_is_killed_and_fails_the_test(tmp_path):
+def test_a_hanging_rank_is_killed_and_fails_the_test():
     started = time.monotonic()
     with pytest.raises(pytest.fail.Exception, match=r"ranks \[1\] of 2 still ran after 2 s: killed"):
-        run_ranks(2, hang_scenario, tmp_path, timeout=2)
+        run_ranks(2, hang_scenario, timeout=2)
     assert time.monotonic() - started < 10
+
+
+def failing_scenario(rank, world_size):
+    print("a line printed by rank", rank)  # goes to the rank's own log, not to the parent's output
+    if rank == 1:
+        raise ValueError("rank 1 cannot go on")
+    return {"rank": rank, "table": torch.arange(3) * rank}
+
+
+def test_run_local_returns_each_ranks_value_and_reports_a_ranks_error(capfd):
+    warm_up()
+    values = run_local(failing_scenario, 1)
+    assert values[0]["rank"] == 0 and torch.equal(values[0]["table"], torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(WorkerError, match="rank 1 raised ValueError: rank 1 cannot go on") as failed:
+        run_local(failing_scenario, 2)
+    assert "Traceback" in str(failed.value) and "rank 0 raised" not in str(failed.value)
+    assert failed.value.results[0]["ok"]["rank"] == 0 and failed.value.results[1]["error"] == "ValueError"
+    outcomes = run_local(failing_scenario, 2, outcomes=True)
+    assert "ok" in outcomes[0] and outcomes[1]["message"] == "rank 1 cannot go on"
+    assert "a line printed" not in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [{"world_size": 0}, {"timeout": 0}, {"timeout": "1"}])
+def test_run_local_refuses_bad_arguments(bad):
+    arguments = {"world_size": 2, "timeout": 5.0, **bad}
+    with pytest.raises((ValueError, TypeError), match="world_size|timeout"):
+        run_local(failing_scenario, arguments["world_size"], timeout=arguments["timeout"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,9 +166,9 @@ def placement(sharding: str, world_size: int) -> dict:
 
 @pytest.mark.parametrize("sharding", SHARDINGS)
 @pytest.mark.parametrize("world_size, num_embeddings", [(2, 11), (4, 10)])
-def test_lookup_forward_backward_step_match_one_process(tmp_path, world_size, num_embeddings, sharding):
+def test_lookup_forward_backward_step_match_one_process(world_size, num_embeddings, sharding):
     dim = 5  # not divisible by 2 or 4 either: uneven column shards
-    got = ok(run_ranks(world_size, lookup_scenario, tmp_path, num_embeddings, dim, sharding))
+    got = run_ranks(world_size, lookup_scenario, num_embeddings, dim, sharding)
     table, ids, grads = case(num_embeddings, dim, world_size)
     ids[0], grads[0] = ids[0][:22], grads[0][:22]
     for k, options in enumerate(LOOKUP_OPTIONS):
@@ -256,9 +236,9 @@ def rows_then_bags(layer, ids, offsets, psw, options):
 
 @pytest.mark.parametrize("sharding", SHARDINGS)
 @pytest.mark.parametrize("world_size, num_embeddings", [(2, 11), (4, 10)])
-def test_bags_forward_backward_step_match_one_process(tmp_path, world_size, num_embeddings, sharding):
+def test_bags_forward_backward_step_match_one_process(world_size, num_embeddings, sharding):
     dim = 5
-    got = ok(run_ranks(world_size, bag_scenario, tmp_path, num_embeddings, dim, sharding))
+    got = run_ranks(world_size, bag_scenario, num_embeddings, dim, sharding)
     table, ids, grads = case(num_embeddings, dim, world_size, seed=1)
     for k, options in enumerate(BAG_OPTIONS):
         inputs = [bag_inputs(ids[r], grads[r], options, r) for r in range(world_size)]
@@ -323,9 +303,9 @@ def error_scenario(rank, world_size, num_embeddings, bad_rank, sharding):
 
 
 @pytest.mark.parametrize("world_size, sharding", [(2, "column"), (4, "row")])
-def test_bad_input_on_one_rank_raises_on_every_rank(tmp_path, world_size, sharding):
+def test_bad_input_on_one_rank_raises_on_every_rank(world_size, sharding):
     num_embeddings, bad_rank = 7, 1
-    got = ok(run_ranks(world_size, error_scenario, tmp_path, num_embeddings, bad_rank, sharding))
+    got = run_ranks(world_size, error_scenario, num_embeddings, bad_rank, sharding)
     for rank, (seen, good) in enumerate(got):
         assert len(seen) == 8 and None not in seen, (rank, seen)
         kinds = [kind for kind, _ in seen]
@@ -365,7 +345,7 @@ def load_scenario(rank, world_size, path, ids, sharding):
 def test_save_on_four_ranks_load_on_two(tmp_path, saved_as, loaded_as):
     num_embeddings, dim = 10, 3
     path = str(tmp_path / "table.pt")
-    shards = ok(run_ranks(4, save_scenario, tmp_path, path, num_embeddings, dim, saved_as))
+    shards = run_ranks(4, save_scenario, path, num_embeddings, dim, saved_as)
     full = torch.cat(shards, dim=1 if saved_as == "column" else 0)
     saved = torch.load(path, weights_only=True)  # one process reads it with torch.load alone
     assert saved["format"] == "embedlib.sharded" and saved["saved_world_size"] == 4
@@ -375,7 +355,7 @@ def test_save_on_four_ranks_load_on_two(tmp_path, saved_as, loaded_as):
                                "include_last_offset": False}
     assert torch.equal(saved["weight"], full)
     ids = [torch.tensor([9, 0, 4]), torch.tensor([5, 5, 1, 8])]
-    got = ok(run_ranks(2, load_scenario, tmp_path, path, ids, loaded_as))
+    got = run_ranks(2, load_scenario, path, ids, loaded_as)
     for rank, (name, mode, pad, block, weight, out) in enumerate(got):
         assert (name, mode, pad) == ("ShardedEmbeddingBag", "max", 2)
         shards = {"row": ed.row_shards(10, 2), "column": ed.column_shards(10, 3, 2),
@@ -411,10 +391,10 @@ def traffic_scenario(rank, world_size):
     return sent
 
 
-def test_traffic_counts_the_bytes_sent_to_other_ranks(tmp_path):
+def test_traffic_counts_the_bytes_sent_to_other_ranks():
     """Rows 0:5 on rank 0 and 5:10 on rank 1 (row-wise), columns 0:2 and 2:3 (column-wise); D = 3
     float32 (12 bytes a row), int64 ids and counts. Rank 0 looks up 0, 5, 6; rank 1 looks up 1."""
-    got = ok(run_ranks(2, traffic_scenario, tmp_path))
+    got = run_ranks(2, traffic_scenario)
     # row-wise, rank 0: counts 8 + two ids 16 + one row for rank 1's id 12; backward: two gradient rows 24
     assert got[0][0] == (8 + 16 + 12, 3, 24, 1)
     # rank 1: counts 8 + one id 8 + two rows 24; backward: one gradient row 12
