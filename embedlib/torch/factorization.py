@@ -159,6 +159,21 @@ def rmse(model, users, movies, ratings, *, batch_size=65_536) -> float:
     return float(np.sqrt(squared / max(len(ratings), 1)))
 
 
+def sgd_step(model, users, movies, ratings, *, lr, reg, bag_reg=None) -> None:
+    """One SGD step of ``train_sgd`` on one batch (chapter 6; the chapter on sharded tables takes the
+    same step on each rank's part of the batch): the loss ``sum(1/2 (r_hat - r)^2) +
+    model.penalty(reg, bag_reg)``, summed and not averaged, its gradient by ``loss.backward()``, and
+    ``weight -= lr * weight.grad`` for every weight that has one."""
+    error = model(users, movies) - ratings
+    loss = 0.5 * error.square().sum() + model.penalty(reg, bag_reg)
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.grad is not None:
+                weight -= lr * weight.grad
+
+
 def train_sgd(model, users, movies, ratings, *, epochs, lr, reg, bag_reg=None, lr_decay=1.0, batch_size=64,
               seed=0, curves=None, progress=True) -> dict:
     """Train ``model`` by mini-batch SGD with autograd; returns its learning curves (chapter 6).
@@ -185,14 +200,7 @@ def train_sgd(model, users, movies, ratings, *, epochs, lr, reg, bag_reg=None, l
         step = lr * lr_decay**epoch
         for batch in batch_order(len(ratings), batch_size, rng):
             batch = torch.as_tensor(batch, device=device)
-            error = model(users[batch], movies[batch]) - ratings[batch]
-            loss = 0.5 * error.square().sum() + model.penalty(reg, bag_reg)
-            model.zero_grad(set_to_none=True)
-            loss.backward()
-            with torch.no_grad():
-                for weight in model.parameters():
-                    if weight.grad is not None:
-                        weight -= step * weight.grad
+            sgd_step(model, users[batch], movies[batch], ratings[batch], lr=step, reg=reg, bag_reg=bag_reg)
         for name, (u, m, r) in curves.items():
             history[name].append(rmse(model, u, m, r))
         bar.set_postfix({f"{name} rmse": f"{values[-1]:.4f}" for name, values in history.items()}, refresh=False)
