@@ -16,6 +16,7 @@ Set ``SCRAMBLED_CLOCK_SEED`` to choose the factors' seed (the test run prints th
 from __future__ import annotations
 
 import math
+import os
 import random
 import threading
 import time
@@ -71,6 +72,15 @@ def install(seed) -> None:
     for name in NS_CLOCKS:
         setattr(time, name, ScrambledClock(_REAL[name], draw, integer=True))
     timeit.default_timer = time.perf_counter
+    if not _FORK_HOOK:
+        # A process forked from the kernel (chapter 13 starts its ranks so) may have been forked while
+        # another thread held a clock's lock; its copy of that lock would stay locked for ever, and
+        # its first clock reading would hang. The child gets the real clocks instead.
+        os.register_at_fork(after_in_child=uninstall)
+        _FORK_HOOK.append(True)
+
+
+_FORK_HOOK: list = []
 
 
 def uninstall() -> None:

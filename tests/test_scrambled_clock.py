@@ -111,3 +111,17 @@ def test_notebook_kernels_start_with_the_scrambled_clock():
     finally:
         kernel.stop()
     assert "".join(printed).split() == ["ScrambledClock", "ScrambledClock"]
+
+
+def test_a_forked_child_reads_the_real_clocks(scrambled):
+    # a fork while another thread holds a scrambled clock's lock must not leave the child hanging
+    clock = time.monotonic
+    clock._lock.acquire()  # as if another thread were reading the clock at the moment of the fork
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the real clocks (checked first: a scrambled one would hang here)
+            os._exit(1 if scrambled_clock.installed() else 0 if time.monotonic() > 0 else 2)
+    finally:
+        clock._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
