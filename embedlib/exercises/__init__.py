@@ -21,6 +21,7 @@ from embedlib.exercises.lookup import check_lookup, check_lookup_backward
 from embedlib.exercises.neighbors import check_nearest_neighbors
 from embedlib.exercises.onehot import check_one_hot, check_onehot_matmul
 from embedlib.exercises.practice import check_expected_collisions, check_pad_batch, check_vocabulary
+from embedlib.exercises.sharding import check_balanced_rows, check_rowwise_traffic
 from embedlib.exercises.tokens import check_image_patches, check_sinusoidal_positions
 from embedlib.exercises.torch_layers import check_embedding_layer
 from embedlib.exercises.words import check_analogy, check_softmax_gradient
@@ -28,6 +29,7 @@ from embedlib.exercises.words import check_analogy, check_softmax_gradient
 __all__ = [
     "CheckResult",
     "check_analogy",
+    "check_balanced_rows",
     "check_embedding_bag",
     "check_embedding_bag_backward",
     "check_embedding_layer",
@@ -43,6 +45,7 @@ __all__ = [
     "check_one_hot",
     "check_onehot_matmul",
     "check_pad_batch",
+    "check_rowwise_traffic",
     "check_scatter_add_kernel",
     "check_sinusoidal_positions",
     "check_softmax_gradient",
