@@ -30,7 +30,15 @@ the *sum* over the rank's part, not the mean, so the gradients that the sharded 
 each table's owner add up to the gradient of one process on the whole batch; the model has no dense
 parameter (:func:`shard_model` checks it), so no gradient is all-reduced. The test RMSE is sharded
 too (:func:`sharded_rmse`). The results equal one process's up to rounding, not bit for bit: the
-bag means' gradients are added per rank before they reach the genre rows, in another order.
+bag means' gradients are added per rank before they reach the genre rows, and the genre rows'
+gradients in another order than PyTorch's bag backward, which one process uses. In float64, after
+chapter 6's 25 epochs on 2 ranks, the test RMSEs (0.8531720876) differed by 1.1e-16 and the tables by
+at most 1.6e-15 (``--compare`` prints both).
+
+Each step runs about 25 small collectives (five tables, forward and backward), so on CPUs the
+messages, not the arithmetic, set the time: on a 2-core machine 2 ranks took about 21 minutes for
+the 25 epochs, against 1.5 minutes for one process. The script shows that sharding gives the same
+model, not that it is faster on a model this small.
 
 On GPUs (the NCCL backend, chosen when CUDA is available and ``torchrun`` set ``LOCAL_RANK``) each
 rank uses ``cuda:LOCAL_RANK``; that path has not been run in embedlib's tests, which use gloo on the CPU.
@@ -166,7 +174,8 @@ def gather_tables(model, group=None) -> dict | None:
 
 
 def movielens_model(data, rows, *, device=None):
-    """Chapter 6's final model for training on the ratings ``rows`` (positions), every rank the same."""
+    """Chapter 6's final model, unsharded, for training on the ratings ``rows`` (positions): the same
+    numbers on every rank (the chapter on sharded tables shards it with :func:`shard_model`)."""
     s = CHAPTER_6
     return MatrixFactorization(data.num_users, data.num_movies, s["embedding_dim"],
                                global_mean=float(data.ratings[rows].mean()),
@@ -197,6 +206,8 @@ def _group_and_device(args, parser):
     if not dist.is_initialized() and "WORLD_SIZE" in os.environ:
         backend = args.backend or ("nccl" if torch.cuda.is_available() and "LOCAL_RANK" in os.environ else "gloo")
         if backend == "nccl":
+            if not torch.cuda.is_available():
+                parser.error("--backend nccl needs CUDA, which this machine lacks; use gloo")
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)
         created = True
