@@ -21,6 +21,16 @@ FORMAT, VERSION = "embedlib.sharded", 1
 _LAYERS = {cls.__name__: cls for cls in (ShardedEmbedding, ShardedEmbeddingBag)}
 
 
+def gather_table(module) -> torch.Tensor | None:
+    """The full table of a sharded layer, on rank 0 of its group; None on the other ranks (the chapter on
+    sharded tables). Every rank calls it."""
+    if module.sharding != "column":
+        return _collectives.gather_rows(module.weight, module.shards.sizes(), module.group)
+    # the column blocks, as the rows of the transposed shards
+    full = _collectives.gather_rows(module.weight.detach().t().contiguous(), module.shards.sizes(), module.group)
+    return None if full is None else full.t().contiguous()
+
+
 def save_sharded(module, path) -> None:
     """Gather ``module``'s shards (a :class:`ShardedEmbedding` or :class:`ShardedEmbeddingBag`) on rank 0
     of its group and write the full table and the layer's arguments to ``path`` (the chapter on sharded
@@ -28,11 +38,7 @@ def save_sharded(module, path) -> None:
     fails, every rank raises."""
     if type(module).__name__ not in _LAYERS:
         raise TypeError(f"save_sharded saves a ShardedEmbedding or ShardedEmbeddingBag, got {type(module).__name__}")
-    if module.sharding != "column":
-        full = _collectives.gather_rows(module.weight, module.shards.sizes(), module.group)
-    else:  # the column blocks, as the rows of the transposed shards
-        full = _collectives.gather_rows(module.weight.detach().t().contiguous(), module.shards.sizes(), module.group)
-        full = None if full is None else full.t().contiguous()
+    full = gather_table(module)
 
     def write():
         if full is None:

@@ -55,6 +55,7 @@ import torch.distributed as dist
 
 from embedlib import _checks
 from embedlib.distributed import _collectives, plan
+from embedlib.distributed.checkpoint import gather_table
 from embedlib.distributed.layers import ShardedEmbedding, ShardedEmbeddingBag
 from embedlib.numpy.factorization import batch_order
 from embedlib.torch import _tensors
@@ -160,17 +161,11 @@ def train_sharded(model, users, movies, ratings, *, epochs, lr, reg, bag_reg=Non
     return history
 
 
-def gather_tables(model, group=None) -> dict | None:
-    """The full tables of a sharded model, by name, on rank 0 of ``group``; None on the other ranks
-    (the chapter on sharded tables). Every rank calls it."""
-    full = {}
-    for name, layer in model.tables.items():
-        if layer.sharding == "column":  # the column blocks, as the rows of the transposed shards
-            t = _collectives.gather_rows(layer.weight.detach().t().contiguous(), layer.shards.sizes(), group)
-            full[name] = None if t is None else t.t().contiguous()
-        else:
-            full[name] = _collectives.gather_rows(layer.weight.detach(), layer.shards.sizes(), group)
-    return full if _collectives.world(group)[0] == 0 else None
+def gather_tables(model) -> dict | None:
+    """The full tables of a sharded model, by name, on rank 0 of the tables' group; None on the other
+    ranks (the chapter on sharded tables). Every rank calls it."""
+    full = {name: gather_table(layer) for name, layer in model.tables.items()}
+    return full if next(iter(full.values())) is not None else None
 
 
 def movielens_model(data, rows, *, device=None):
