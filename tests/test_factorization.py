@@ -259,3 +259,30 @@ def test_numpy_backward_needs_a_forward_and_a_matching_error():
     model(np.array([0, 1]), np.array([2, 3]))
     with pytest.raises(ValueError, match="error"):
         model.backward(np.zeros(3))
+
+
+# --------------------------------------------------------------------------------------------------
+# A table of the caller's in place of the plain user or movie table (chapter 14)
+# --------------------------------------------------------------------------------------------------
+def test_a_given_table_is_used_and_trained_like_the_plain_one(backend):
+    """A plain Embedding given as movie_table/user_table trains exactly as the model's own tables."""
+    users, movies, ratings, *_ = small_problem()
+    plain = make(backend)
+    start = weights(backend, plain)
+    given = make(backend, user_table=type(plain.user).from_weight(backend.arr(start["user"])),
+                 movie_table=type(plain.movie).from_weight(backend.arr(start["movie"])))
+    assert given.movie is not plain.movie and given.tables["movie"] is given.movie
+    for model in (plain, given):
+        backend.el.train_sgd(model, users, movies, ratings, epochs=2, lr=0.05, reg=0.1, bag_reg=0.02,
+                             batch_size=16, seed=3, progress=False)
+    for name, w in weights(backend, plain).items():
+        np.testing.assert_array_equal(weights(backend, given)[name], w, err_msg=name)
+    assert not np.array_equal(weights(backend, given)["movie"], start["movie"])
+
+
+def test_a_given_table_must_fit_the_model(backend):
+    layer = backend.el.Embedding(NUM_MOVIES + 1, DIM, seed=0)
+    with pytest.raises(ValueError, match=r"movie_table must stand for a \(15, 3\) table"):
+        make(backend, movie_table=layer)
+    with pytest.raises(ValueError, match="embedding_dim=0 leaves only the biases"):
+        make(backend, embedding_dim=0, user_table=backend.el.Embedding(NUM_USERS, DIM, seed=0))

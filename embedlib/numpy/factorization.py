@@ -79,10 +79,16 @@ class MatrixFactorization:
     biases: the one-hot linear model of chapter 6. The tables are float64 unless ``dtype`` says
     otherwise. Calling the model on ``(users, movies)`` predicts;
     ``backward`` then ``step`` train it, touching only the rows the batch used.
+
+    ``user_table`` / ``movie_table`` put a smaller table in place of the plain user or movie
+    embedding (chapter 14: hashed, quotient-remainder or mixed-dimension): any layer with
+    ``num_embeddings``, ``embedding_dim``, ``forward``, ``backward``, ``step``, ``zero_grad`` and a
+    ``weight`` property giving the (V, D) table it stands for. The penalty ``reg/2 |q_i|^2`` is then
+    charged on the vector the layer returns.
     """
 
     def __init__(self, num_users, num_movies, embedding_dim, *, global_mean=0.0, user_bags=None,
-                 movie_bags=None, init_std=0.1, seed=0, dtype=np.float64):
+                 movie_bags=None, init_std=0.1, seed=0, dtype=np.float64, user_table=None, movie_table=None):
         num_users = _checks.positive(num_users, "num_users")
         num_movies = _checks.positive(num_movies, "num_movies")
         embedding_dim = _checks.count(embedding_dim, "embedding_dim")
@@ -99,6 +105,10 @@ class MatrixFactorization:
         self.movie = Embedding.from_weight(w["movie"]) if embedding_dim else None
         self.user_bag = EmbeddingBag.from_weight(w["user_bag"]) if embedding_dim and bag_sizes[0] else None
         self.movie_bag = EmbeddingBag.from_weight(w["movie_bag"]) if embedding_dim and bag_sizes[1] else None
+        if user_table is not None:
+            self.user = check_table(user_table, num_users, embedding_dim, "user_table")
+        if movie_table is not None:
+            self.movie = check_table(movie_table, num_movies, embedding_dim, "movie_table")
         self._saved = None
 
     @property
@@ -184,6 +194,19 @@ class MatrixFactorization:
     def __repr__(self) -> str:
         shapes = ", ".join(f"{name}={layer.weight.shape}" for name, layer in self.tables.items())
         return f"MatrixFactorization({shapes})"
+
+
+def check_table(layer, num_rows, embedding_dim, name):
+    """A layer given in place of the user or movie table, checked against the model's shape; or None."""
+    if layer is None:
+        return None
+    if embedding_dim == 0:
+        raise ValueError(f"{name} replaces an embedding table, but embedding_dim=0 leaves only the biases")
+    shape = (getattr(layer, "num_embeddings", None), getattr(layer, "embedding_dim", None))
+    if shape != (num_rows, embedding_dim):
+        raise ValueError(f"{name} must stand for a ({num_rows}, {embedding_dim}) table "
+                         f"(num_embeddings, embedding_dim), got {shape}")
+    return layer
 
 
 def _check_bags(bags, num_owners, name):

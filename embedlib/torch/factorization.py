@@ -14,7 +14,7 @@ from torch import nn
 
 from embedlib import _checks
 from embedlib.numpy import factorization as _np_factorization
-from embedlib.numpy.factorization import TABLES, batch_order, initial_tables, progress_bar
+from embedlib.numpy.factorization import TABLES, batch_order, check_table, initial_tables, progress_bar
 from embedlib.torch import _tensors
 from embedlib.torch.bag import embedding_bag
 from embedlib.torch.layers import Embedding, EmbeddingBag
@@ -38,12 +38,15 @@ class MatrixFactorization(nn.Module):
     """User and movie embeddings whose dot product, plus biases, predicts a rating (chapter 6).
 
     The arguments of ``embedlib.numpy.MatrixFactorization``, plus ``device`` and ``dtype`` (float64
-    by default, like the NumPy model). ``forward(users, movies)`` returns the predictions;
+    by default, like the NumPy model). ``user_table`` / ``movie_table`` (chapter 14) are modules used
+    in place of the plain tables, with ``num_embeddings``, ``embedding_dim`` and a ``weight``
+    property; their parameters are trained with the rest. ``forward(users, movies)`` returns the predictions;
     ``penalty(reg, bag_reg)`` the regularisation term of the last forward's batch, to add to the loss.
     """
 
     def __init__(self, num_users, num_movies, embedding_dim, *, global_mean=0.0, user_bags=None,
-                 movie_bags=None, init_std=0.1, seed=0, device=None, dtype=torch.float64):
+                 movie_bags=None, init_std=0.1, seed=0, device=None, dtype=torch.float64, user_table=None,
+                 movie_table=None):
         super().__init__()
         num_users = _checks.positive(num_users, "num_users")
         num_movies = _checks.positive(num_movies, "num_movies")
@@ -61,6 +64,10 @@ class MatrixFactorization(nn.Module):
         self.movie = Embedding.from_weight(w["movie"]) if embedding_dim else None
         self.user_bag = EmbeddingBag.from_weight(w["user_bag"]) if embedding_dim and bag_sizes[0] else None
         self.movie_bag = EmbeddingBag.from_weight(w["movie_bag"]) if embedding_dim and bag_sizes[1] else None
+        if user_table is not None:
+            self.user = check_table(user_table, num_users, embedding_dim, "user_table")
+        if movie_table is not None:
+            self.movie = check_table(movie_table, num_movies, embedding_dim, "movie_table")
         # The bags' layout moves with the model (.to(device)) as buffers, not as trainable weights.
         for side, bags in (("user", user_bags), ("movie", movie_bags)):
             self.register_buffer(f"{side}_bag_indices", None if bags is None else torch.as_tensor(bags[0], device=device))
