@@ -220,7 +220,7 @@ class QREmbedding:
 # Hashed tables
 # --------------------------------------------------------------------------------------------------
 def hashed_lookup(indices, weight, *, num_embeddings=None, hash_seed=0):
-    """The hashing trick as a lookup (chapters 8 and 14): ``weight[hash_bucket(indices, B,
+    """The hashing trick as a lookup (chapter 14; hashing is chapter 8): ``weight[hash_bucket(indices, B,
     seed=hash_seed)]`` for a table of B rows, shape ``(*indices.shape, D)``.
 
     Ids that hash to the same bucket read the same whole row: the model cannot tell them apart.

@@ -189,7 +189,7 @@ class QREmbedding(nn.Module):
 # Hashed tables
 # --------------------------------------------------------------------------------------------------
 def hashed_lookup(indices, weight, *, num_embeddings=None, hash_seed=0):
-    """The hashing trick as a lookup (chapters 8 and 14): ``weight[hash_bucket(indices, B,
+    """The hashing trick as a lookup (chapter 14; hashing is chapter 8): ``weight[hash_bucket(indices, B,
     seed=hash_seed)]``, differentiable w.r.t. ``weight``; ids in the same bucket share a whole row.
     See ``embedlib.numpy.compositional.hashed_lookup``."""
     w = _tensors.weight(weight)
