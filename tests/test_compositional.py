@@ -494,3 +494,22 @@ def test_a_numpy_step_in_matrix_factorization_touches_only_the_batch_rows():
     for name, used in (("movie.quotient", movies[batch] // 6), ("movie.remainder", movies[batch] % 6)):
         changed = np.flatnonzero(np.any(before[name] != after[name], axis=1))
         assert set(changed.tolist()) == set(np.unique(used).tolist()), name
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", ["qr", "hash"])
+def test_torch_layers_on_cuda_match_cpu(kind):
+    idx = np.random.default_rng(0).integers(0, NUM_MOVIES, (5, 7))
+    grad = np.random.default_rng(1).standard_normal((5, 7, DIM))
+    runs = []
+    for device in ("cpu", "cuda"):
+        layer = movie_table(TORCH, kind).to(device)
+        out = layer(torch.as_tensor(idx, device=device))
+        (out * torch.as_tensor(grad, device=device)).sum().backward()
+        runs.append([out.detach().cpu().numpy(), layer.weight.cpu().numpy()]
+                    + [p.grad.cpu().numpy() for p in layer.parameters()])
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(IndexError, match=f"num_embeddings={NUM_MOVIES}"):
+        movie_table(TORCH, kind).to("cuda")(torch.tensor([NUM_MOVIES], device="cuda"))
