@@ -53,11 +53,12 @@ def mixed_dim_plan(counts, block_sizes, embedding_dim, *, alpha=0.5, min_dim=1) 
     with ``p_k`` the mean count of block ``k``'s ids (``round`` to the nearest integer, halves
     up). This is Ginart et al.'s power-law rule ``d_k = lambda * p_k ** alpha``, ``p_k`` the
     probability that a query names a given id of block ``k`` (proportional to the mean count),
-    with ``lambda`` chosen so that the most popular block gets the full width ``D`` (their "d0"
-    form; the facebookresearch/dlrm ``md_solver`` computes the same ratio). ``alpha = 0`` gives
-    every block width ``D`` (a plain table); larger ``alpha`` shrinks the tail faster; the paper
-    finds ``alpha`` around 0.1 to 0.5 works well. Since the blocks follow the ranking, the ``p_k``
-    never increase and neither do the widths. If every count is zero all blocks get ``D``.
+    with ``lambda`` chosen so that the most popular block gets the full width ``D``: the form of
+    the ``d0`` option of ``md_solver`` in facebookresearch/dlrm, which applies it across whole
+    tables, with a table's queries per row as its popularity, and rounds halves to even or to
+    powers of 2. ``alpha = 0`` gives every block width ``D`` (a plain table); a larger ``alpha``
+    narrows the tail faster. Since the blocks follow the ranking, the ``p_k`` never increase and
+    neither do the widths. If every count is zero all blocks get ``D``.
 
     Returns a :class:`MixedDimPlan`; ``MixedDimEmbedding.from_plan`` builds the layer.
     """
