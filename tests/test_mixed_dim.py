@@ -463,3 +463,28 @@ def test_a_mixed_dim_movie_table_trains_in_matrix_factorization_and_the_backends
     np.testing.assert_allclose(torch_model.user.weight.detach().numpy(), np_model.user.weight, rtol=0, atol=1e-10)
     np.testing.assert_allclose(torch_model(users, movies).detach().numpy(), np_model(users, movies),
                                rtol=0, atol=1e-10)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torch_layer_on_cuda_matches_cpu():
+    """Forward, gradients and the range check before any kernel, on the GPU (not yet run on one)."""
+    plan = np_mixed_dim.mixed_dim_plan(np.arange(40)[::-1] % 7, [8, 12, 20], DIM)
+    idx = np.random.default_rng(0).integers(0, 40, (5, 7))
+    grad = np.random.default_rng(1).standard_normal((5, 7, DIM))
+    runs = []
+    for device in ("cpu", "cuda"):
+        layer = torch_mixed_dim.MixedDimEmbedding.from_plan(plan, DIM, seed=0).to(device)
+        out = layer(torch.as_tensor(idx, device=device))
+        (out * torch.as_tensor(grad, device=device)).sum().backward()
+        runs.append([out.detach().cpu().numpy(), layer.weight.cpu().numpy()]
+                    + [p.grad.cpu().numpy() for p in layer.parameters()])
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    layer = torch_mixed_dim.MixedDimEmbedding.from_plan(plan, DIM, seed=0).to("cuda")
+    with pytest.raises(IndexError, match="num_embeddings=40"):
+        layer(torch.tensor([40], device="cuda"))
+    with pytest.raises(IndexError, match="position 40"):
+        torch_mixed_dim.mixed_dim_lookup(torch.tensor([40], device="cuda"), [b.weight for b in layer.blocks],
+                                         list(layer.projections))
+    assert torch.isfinite(layer.weight).all()  # the process is still usable after the errors
