@@ -236,11 +236,13 @@ def quantized_embedding_bag(indices, table, offsets=None, *, mode="mean", per_sa
     c = _bag.check(indices, len(data), offsets, mode=mode, per_sample_weights=per_sample_weights,
                    padding_idx=padding_idx, include_last_offset=include_last_offset, device=data.device,
                    dtype=torch.float32)
-    rows, inverse = torch.unique(c.flat.long(), return_inverse=True)
+    flat = c.flat.long()
+    if c.pad is not None:  # keep the padding row (read or not): PyTorch's kernels round differently without one
+        flat = torch.cat([flat, flat.new_tensor([c.pad])])
+    rows, inverse = torch.unique(flat, return_inverse=True)
     pad = None
     if c.pad is not None:
-        hit = (rows == c.pad).nonzero()
-        pad = int(hit[0, 0]) if hit.numel() else None  # no entry names it: nothing to leave out
+        pad, inverse = int(inverse[-1]), inverse[:-1]
     small = _dequantize(data.index_select(0, rows), bits, d)
     return _bag.run(_bag.CheckedBag(inverse.reshape(-1), c.bounds, c.psw, pad), small, mode)
 
