@@ -14,6 +14,7 @@ gradient with respect to the weight. Importing this module does not import torch
 """
 from embedlib.exercises._harness import CheckResult
 from embedlib.exercises.bag import check_embedding_bag
+from embedlib.exercises.compositional import check_qr_lookup
 from embedlib.exercises.factorization import check_factorization_step
 from embedlib.exercises.gradient import check_embedding_bag_backward, check_numerical_gradient, check_sparse_sgd_step
 from embedlib.exercises.kernels import check_gather_kernel, check_lines_touched, check_scatter_add_kernel
@@ -45,6 +46,7 @@ __all__ = [
     "check_one_hot",
     "check_onehot_matmul",
     "check_pad_batch",
+    "check_qr_lookup",
     "check_rowwise_traffic",
     "check_scatter_add_kernel",
     "check_sinusoidal_positions",
