@@ -107,6 +107,17 @@ def test_signed_zeros_and_lanes_as_fbgemm(backend, bits):
         np.testing.assert_array_equal(ours, PREPACK[bits](torch.from_numpy(w)).numpy())
 
 
+def test_codes_at_a_rounding_boundary(backend):
+    """Rows whose codes sit at the boundary between two integers: the inverse scale 255 / (range + 1e-8)
+    must be one correctly rounded division (torch's ``255.0 / t`` is ``t.reciprocal() * 255``, two
+    roundings, which moved these codes by one)."""
+    w = np.array([[0.0, 2.7006914615631104, 5.277212619781494], [0.0, 0.16761206090450287, 0.6239572763442993],
+                  [0.0, 4.451535701751709, 6.61890172958374]], np.float32)
+    ours = backend.np(q(backend).quantize_rows(backend.arr(w), 8).data)
+    np.testing.assert_array_equal(ours, PREPACK[8](torch.from_numpy(w)).numpy())
+    np.testing.assert_array_equal(ours[:, 1], [131, 68, 171])
+
+
 def test_float64_is_rounded_to_float32_first(backend):
     w = np.random.default_rng(1).standard_normal((5, 7))
     for bits in (8, 4, 2):
@@ -183,14 +194,12 @@ def bound(w, bits, table) -> np.ndarray:
         s = table[:, d:d + 4].copy().view("<f4").astype(np.float64)
         eps = float(nq.EPSILON)
         main = s / 2 + eps * span / (span + eps)
-        bias = lo
     else:
         levels = (1 << bits) - 1
         s = table[:, nb:nb + 2].copy().view("<f2").astype(np.float64)
         m = table[:, nb + 2:nb + 4].copy().view("<f2").astype(np.float64)
         main = np.maximum(np.maximum(s / 2, m - lo), hi - (m + levels * s))
-        bias = m
-    return main + ROUNDING * (np.abs(x) + np.abs(bias) + span) + FLOOR
+    return main + ROUNDING * (np.abs(x) + np.abs(lo) + span) + FLOOR
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])

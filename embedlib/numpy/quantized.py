@@ -192,7 +192,8 @@ def quantize_rows(weight, bits=8) -> QuantizedTable:
     8 bits: ``scale = (max - min) / 255`` and ``bias = min`` in float32, and the codes
     ``round((x - min) * (255 / (max - min + 1e-8)))`` (FBGEMM's epsilon), rounded half to even. Then
     each element comes back within ``scale / 2 + 1e-8 * range / (range + 1e-8)`` (``range = max - min``,
-    the second term FBGEMM's epsilon), plus float32 rounding: ``2**-21 * (|x| + |min| + range)``.
+    the second term FBGEMM's epsilon), plus float32 rounding: ``2**-21 * (|x| + |min| + range)``
+    (and ``2**-140`` where the differences are subnormal floats).
 
     4 and 2 bits (``Q = 2**bits - 1``): the bias is the minimum rounded to float16, ``m = half(min)``;
     the scale ``s = half((max - m) / Q)`` (1 if that is 0, a constant row included); the codes

@@ -77,6 +77,16 @@ def _rows_float32(weight) -> torch.Tensor:
     return x
 
 
+def _div(a, b) -> torch.Tensor:
+    """``a / b`` correctly rounded, as NumPy and C compute it, on any device: between two tensors.
+    (``2.0 / t`` is ``t.reciprocal() * 2.0`` in torch, and CUDA divides by a Python number as a
+    multiplication by its reciprocal: two roundings, which move a code now and then.)"""
+    like = b if isinstance(b, torch.Tensor) else a
+    a = a if isinstance(a, torch.Tensor) else torch.full_like(like, a)
+    b = b if isinstance(b, torch.Tensor) else torch.full_like(like, b)
+    return torch.div(a, b)
+
+
 def _bytes(values: torch.Tensor, dtype) -> torch.Tensor:
     """``(V,)`` values as ``(V, itemsize)`` little-endian bytes (x86 and CUDA are little-endian)."""
     size = torch.finfo(dtype).bits // 8
@@ -112,8 +122,8 @@ def quantize_rows(weight, bits=8) -> QuantizedTable:
         r = _first_bad(~torch.isfinite(span))
         if r is not None:
             raise range_error(r, float(lo[r]), float(hi[r]))
-        scale = span / 255.0
-        inverse = 255.0 / (span + float(EPSILON))
+        scale = _div(span, 255.0)
+        inverse = _div(255.0, span + float(EPSILON))
         codes = torch.round((x - lo[:, None]) * inverse[:, None]).to(torch.uint8)
         return QuantizedTable(torch.cat([codes, _bytes(scale, torch.float32), _bytes(lo, torch.float32)], 1), 8, d)
     levels = (1 << bits) - 1
@@ -123,13 +133,13 @@ def quantize_rows(weight, bits=8) -> QuantizedTable:
         raise half_error(r, bits, "minimum (the bias)", float(lo[r]))
     m = lo_half.to(torch.float32)
     span = hi - m
-    scale_half = torch.where(span == 0, 1.0, span / levels).to(torch.float16)
+    scale_half = torch.where(span == 0, 1.0, _div(span, float(levels))).to(torch.float16)
     r = _first_bad(torch.isinf(scale_half))
     if r is not None:
         raise half_error(r, bits, f"scale ((max - min) / {levels})", float(span[r] / levels))
     s = scale_half.to(torch.float32)
     s = torch.where(s == 0, 1.0, s)  # FBGEMM: a scale that rounds to 0 in float16 becomes 1
-    inverse = 1.0 / s
+    inverse = _div(1.0, s)
     codes = torch.round((x - m[:, None]) * inverse[:, None]).clamp(0, levels).to(torch.uint8)
     return QuantizedTable(torch.cat([_pack(codes, bits), _bytes(s, torch.float16), _bytes(lo_half, torch.float16)], 1),
                           bits, d)
