@@ -74,7 +74,8 @@ def _hint(w: np.ndarray, bits: int):
         size = 4 if bits == 8 else 2
         if (np.array_equal(got[:, nb:nb + size], expected[:, nb + size:nb + 2 * size])
                 and np.array_equal(got[:, nb + size:nb + 2 * size], expected[:, nb:nb + size])):
-            return "after the codes comes the scale, then the bias (the row's minimum): you stored them the other way round"
+            return ("after the codes comes the scale, then the bias (the row's minimum): you stored them the "
+                    "other way round")
         if bits == 8:
             halved = e_scale.astype(np.float16).astype(np.float32).astype(np.float64)
             if not np.array_equal(g_scale, e_scale) and np.array_equal(g_scale, halved):
@@ -112,7 +113,8 @@ def _hint(w: np.ndarray, bits: int):
                         "nonzero scale gives codes 0, and 1 / scale stays finite)")
         off = np.abs(g_codes - e_codes)
         if (off.max(initial=0) <= 1 and off.sum() <= max(2, off.size // 50)
-                and np.allclose(g_scale, e_scale, rtol=1e-6, atol=0) and np.allclose(g_bias, e_bias, rtol=1e-6, atol=0)):
+                and np.allclose(g_scale, e_scale, rtol=1e-6, atol=0)
+                and np.allclose(g_bias, e_bias, rtol=1e-6, atol=0)):
             return ("nearly: compute in float32 as FBGEMM does (weight.astype(np.float32), and np.float32 constants): "
                     "range = max - min rounded to float32, scale = range / " + str(levels) + ", then the codes "
                     "(x - min) * inverse_scale rounded half to even, with the inverse scale "
@@ -159,7 +161,8 @@ def check_quantize_rows(fn, bits: int = 8, *, seed: int = 0) -> CheckResult:
     bits = _q.check_bits(bits)
     name = _harness.name_of(fn)
     _harness.require_callable(fn, name)
-    cases = [Case(text, (w,), _q.quantize_rows(w, bits).data, names=("weight",), exact=True, hint=_hint(w, bits)) for text, w in _tables(bits, seed)]
+    cases = [Case(text, (w,), _q.quantize_rows(w, bits).data, names=("weight",), exact=True, hint=_hint(w, bits))
+             for text, w in _tables(bits, seed)]
     outputs = []
 
     def recorded(*args):  # keeps what fn returned, to check its dtype once the values are right

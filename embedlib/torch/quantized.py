@@ -18,7 +18,7 @@ from embedlib.torch import _tensors
 from embedlib.torch import bag as _bag
 
 __all__ = ["BITS", "HALF_MAX", "QuantizedEmbedding", "QuantizedEmbeddingBag", "QuantizedTable", "dequantize_rows",
-           "quantize_rows", "quantized_embedding_bag", "quantized_lookup", "table_bytes"]
+           "quantize_rows", "quantized_embedding_bag", "quantized_lookup", "row_bytes", "table_bytes"]
 
 _FLOAT_TYPES = {torch.float16: "float16", torch.float32: "float32", torch.float64: "float64"}
 
@@ -333,7 +333,3 @@ class QuantizedEmbeddingBag(QuantizedEmbedding):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, mode={self.mode!r}"
-
-
-# the pure-Python helpers, here too (the same functions as the NumPy backend's)
-row_bytes = row_bytes
