@@ -22,6 +22,8 @@ from embedlib.exercises.lookup import check_lookup, check_lookup_backward
 from embedlib.exercises.neighbors import check_nearest_neighbors
 from embedlib.exercises.onehot import check_one_hot, check_onehot_matmul
 from embedlib.exercises.practice import check_expected_collisions, check_pad_batch, check_vocabulary
+from embedlib.exercises.quantization import check_quantize_rows
+from embedlib.exercises.ranking import check_ndcg_at_k, check_recall_at_k
 from embedlib.exercises.sharding import check_balanced_rows, check_rowwise_traffic
 from embedlib.exercises.tokens import check_image_patches, check_sinusoidal_positions
 from embedlib.exercises.torch_layers import check_embedding_layer
@@ -45,8 +47,11 @@ __all__ = [
     "check_numerical_gradient",
     "check_one_hot",
     "check_onehot_matmul",
+    "check_ndcg_at_k",
     "check_pad_batch",
     "check_qr_lookup",
+    "check_quantize_rows",
+    "check_recall_at_k",
     "check_rowwise_traffic",
     "check_scatter_add_kernel",
     "check_sinusoidal_positions",

@@ -19,6 +19,7 @@ from embedlib.numpy.patches import image_patches, patch_embedding
 from embedlib.numpy.positions import apply_rope, sinusoidal_positions
 from embedlib.numpy.quantized import (QuantizedEmbedding, QuantizedEmbeddingBag, QuantizedTable, dequantize_rows,
                                       quantize_rows, quantized_embedding_bag, quantized_lookup, table_bytes)
+from embedlib.numpy.ranking import ndcg_at_k, recall_at_k
 from embedlib.numpy.renorm import renorm_
 from embedlib.numpy.word2vec import negative_sampling_loss, negative_sampling_loss_backward
 
@@ -46,6 +47,7 @@ __all__ = [
     "mixed_dim_lookup",
     "mixed_dim_lookup_backward",
     "mixed_dim_plan",
+    "ndcg_at_k",
     "nearest_neighbors",
     "negative_sampling_loss",
     "negative_sampling_loss_backward",
@@ -60,6 +62,7 @@ __all__ = [
     "quantize_rows",
     "quantized_embedding_bag",
     "quantized_lookup",
+    "recall_at_k",
     "renorm_",
     "rmse",
     "sinusoidal_positions",

@@ -20,6 +20,7 @@ from embedlib.torch.patches import image_patches, patch_embedding
 from embedlib.torch.positions import apply_rope, sinusoidal_positions
 from embedlib.torch.quantized import (QuantizedEmbedding, QuantizedEmbeddingBag, QuantizedTable, dequantize_rows,
                                      quantize_rows, quantized_embedding_bag, quantized_lookup, table_bytes)
+from embedlib.torch.ranking import ndcg_at_k, recall_at_k
 from embedlib.torch.renorm import renorm_
 from embedlib.torch.word2vec import negative_sampling_loss, negative_sampling_loss_backward
 
@@ -49,6 +50,7 @@ __all__ = [
     "mixed_dim_lookup",
     "mixed_dim_lookup_backward",
     "mixed_dim_plan",
+    "ndcg_at_k",
     "nearest_neighbors",
     "negative_sampling_loss",
     "negative_sampling_loss_backward",
@@ -63,6 +65,7 @@ __all__ = [
     "quantize_rows",
     "quantized_embedding_bag",
     "quantized_lookup",
+    "recall_at_k",
     "renorm_",
     "rmse",
     "sinusoidal_positions",
