@@ -28,6 +28,9 @@ from embedlib import _checks
 from embedlib.numpy import _arrays
 from embedlib.numpy import bag as _bag
 
+__all__ = ["QuantizedEmbedding", "QuantizedEmbeddingBag", "QuantizedTable", "dequantize_rows", "quantize_rows",
+           "quantized_embedding_bag", "quantized_lookup", "table_bytes"]
+
 #: The code widths of FBGEMM's row-wise formats.
 BITS = (2, 4, 8)
 #: FBGEMM's ``kEpsilon``: the 8-bit codes are ``(x - min) * 255 / (range + EPSILON)``.

@@ -17,8 +17,8 @@ from embedlib.numpy.quantized import (BITS, EPSILON, HALF_MAX, LANES, QuantizedT
 from embedlib.torch import _tensors
 from embedlib.torch import bag as _bag
 
-__all__ = ["BITS", "HALF_MAX", "QuantizedEmbedding", "QuantizedEmbeddingBag", "QuantizedTable", "dequantize_rows",
-           "quantize_rows", "quantized_embedding_bag", "quantized_lookup", "row_bytes", "table_bytes"]
+__all__ = ["QuantizedEmbedding", "QuantizedEmbeddingBag", "QuantizedTable", "dequantize_rows", "quantize_rows",
+           "quantized_embedding_bag", "quantized_lookup", "table_bytes"]
 
 _FLOAT_TYPES = {torch.float16: "float16", torch.float32: "float32", torch.float64: "float64"}
 
