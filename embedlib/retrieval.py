@@ -79,6 +79,8 @@ class ApproximateIndex:
         if not nlist <= train_rows <= v:
             raise ValueError(f"train_rows must be between nlist={nlist} and the {v} rows of weight, got {train_rows}")
         seed = _checks.count(seed, "seed")
+        if seed >= 2**31:
+            raise ValueError(f"seed must be below 2**31 (faiss keeps it in a C int), got {seed}")
         self._threads = None if threads is None else _checks.positive(threads, "threads")
         if not np.isfinite(w).all():
             raise ValueError("weight holds NaN or infinite values; an index cannot place them")

@@ -156,6 +156,7 @@ def test_importing_embedlib_does_not_import_faiss():
     (dict(nlist=1.5), TypeError, "nlist must be an integer"),
     (dict(nlist=8, train_rows=4), ValueError, "train_rows must be between"),
     (dict(seed=-1), ValueError, "seed must be non-negative"),
+    (dict(seed=2**31), ValueError, "seed must be below 2"),
     (dict(threads=0), ValueError, "threads must be positive"),
 ])
 def test_bad_build_arguments(table, kwargs, error, words):
