@@ -258,8 +258,10 @@ def test_bag_is_embedding_bag_of_the_dequantised_table(backend, case, bits):
 @given(case=bag_cases(modes=("sum",), two_d=False, padding=None, dtype=np.float32), data=st.data())
 def test_sums_are_close_to_fbgemms_rowwise_offsets(backend, bits, case, data):
     """FBGEMM adds each row's bias, then its scaled codes, into the running sum (and scales the
-    per-sample weight into both): other roundings than a sum of dequantised rows, within a few units
-    in the last place of the sum of the magnitudes."""
+    per-sample weight into both): other roundings than a sum of dequantised rows. Measured (300 random
+    bags of 5 rows a bit width, torch 2.13): at most 2.2 units of 2**-24 * sum |w| (|bias| + |code *
+    scale|); for 4 and 2 bits without per-sample weights the sums were the same bits. The bound here,
+    4 (n + 2) such units for a bag of n rows, is recursive summation's, with room to spare."""
     if bits < 8 and case.weight.shape[1] % (8 // bits):
         w = np.concatenate([case.weight, np.zeros((case.weight.shape[0], -case.weight.shape[1] % (8 // bits)),
                                                   np.float32)], 1)
