@@ -119,6 +119,37 @@ class ApproximateIndex:
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def centroids(self) -> np.ndarray:
+        """The ``(nlist, D)`` cell centres the k-means found, float32 (for "cosine", in the space of
+        unit rows the index searches)."""
+        return self._quantizer.reconstruct_n(0, self.nlist)
+
+    @property
+    def cell_sizes(self) -> np.ndarray:
+        """How many rows each cell holds, ``(nlist,)`` int64; they add up to :attr:`size`."""
+        invlists = self._index.invlists
+        return np.array([invlists.list_size(c) for c in range(self.nlist)], dtype=np.int64)
+
+    def probed_cells(self, vectors, nprobe=None) -> np.ndarray:
+        """The cells ``search`` scans for each query vector, nearest centre first: ``(Q, nprobe)``
+        int64 for ``vectors`` ``(Q, D)`` (``(nprobe,)`` for one vector ``(D,)``). With
+        :attr:`cell_sizes` it gives how many rows a search scores (chapter 14)."""
+        nprobe = self._nprobe(nprobe)
+        v = _arrays.floats(vectors, "vectors")
+        if v.ndim not in (1, 2) or v.shape[-1] != self.dim:
+            raise ValueError(f"vectors must have shape (D,) or (Q, D) with D={self.dim}, got {v.shape}")
+        with self._thread_limit():
+            _, cells = self._quantizer.search(self._index_vectors(v.reshape(-1, self.dim)), nprobe)
+        cells = cells.astype(np.int64)
+        return cells[0] if v.ndim == 1 else cells
+
+    def _nprobe(self, nprobe) -> int:
+        nprobe = min(DEFAULT_NPROBE, self.nlist) if nprobe is None else _checks.positive(nprobe, "nprobe")
+        if nprobe > self.nlist:
+            raise ValueError(f"nprobe={nprobe} is more than the index's nlist={self.nlist} cells")
+        return nprobe
+
     def __repr__(self) -> str:
         return f"ApproximateIndex(size={self.size:,}, dim={self.dim}, metric={self.metric!r}, nlist={self.nlist})"
 
@@ -132,9 +163,7 @@ class ApproximateIndex:
         (ties by lower row id; ``-1`` where fewer than ``k`` rows were found, with score NaN) and
         chapter 7's scores for the metric.
         """
-        nprobe = min(DEFAULT_NPROBE, self.nlist) if nprobe is None else _checks.positive(nprobe, "nprobe")
-        if nprobe > self.nlist:
-            raise ValueError(f"nprobe={nprobe} is more than the index's nlist={self.nlist} cells")
+        nprobe = self._nprobe(nprobe)
         w = self._weight
         q = np.asarray(query)
         by_id = np.issubdtype(q.dtype, np.integer) or q.dtype == np.bool_

@@ -196,3 +196,27 @@ def test_bad_searches(index):
         index.search(np.zeros(15, dtype=np.float32), 5)
     with pytest.raises(TypeError, match="booleans"):
         index.search(np.array([True, False]), 5)
+
+
+def test_cells_centres_sizes_and_the_probed_cells(index, table):
+    """The cells hold every row once; a search finds only rows of the cells probed_cells names, and
+    the probed cells are those whose centres score best against the query (nearest first)."""
+    assert index.centroids.shape == (index.nlist, table.shape[1])
+    assert index.cell_sizes.sum() == index.size and (index.cell_sizes >= 0).all()
+    queries = table[:20] + 0.1
+    cells = index.probed_cells(queries, nprobe=3)
+    assert cells.shape == (20, 3)
+    assert np.array_equal(index.probed_cells(queries[0], nprobe=3), cells[0])
+    # the cell of each row: its best centre, as faiss assigned it when the row was added
+    home = index.probed_cells(table, nprobe=1)[:, 0]
+    assert np.array_equal(np.bincount(home, minlength=index.nlist), index.cell_sizes)
+    found = index.search(queries, k=5, nprobe=3).indices
+    for q in range(20):
+        rows = found[q][found[q] >= 0]
+        assert np.isin(home[rows], cells[q]).all()
+    every = index.probed_cells(queries, nprobe=index.nlist)
+    assert (np.sort(every, axis=1) == np.arange(index.nlist)).all()
+    with pytest.raises(ValueError, match="nprobe=33 is more than"):
+        index.probed_cells(queries, nprobe=33)
+    with pytest.raises(ValueError, match="vectors must have shape"):
+        index.probed_cells(queries[:, :3])
