@@ -34,7 +34,7 @@ import numpy as np
 
 from embedlib import _checks
 from embedlib.numpy import _arrays
-from embedlib.numpy.neighbors import Neighbors
+from embedlib.numpy.neighbors import Neighbors, query_vectors
 
 __all__ = ["ApproximateIndex", "Neighbors"]
 
@@ -164,28 +164,10 @@ class ApproximateIndex:
         chapter 7's scores for the metric.
         """
         nprobe = self._nprobe(nprobe)
-        w = self._weight
-        q = np.asarray(query)
-        by_id = np.issubdtype(q.dtype, np.integer) or q.dtype == np.bool_
-        if by_id:
-            ids = _arrays.indices(q, "query")
-            if ids.ndim > 1:
-                raise ValueError(f"query row ids must be a scalar or 1-D, got shape {ids.shape}")
-            _arrays.in_range(ids, self.size, "query row")
-            single = ids.ndim == 0
-            ids = ids.reshape(-1).astype(np.int64)
-            vectors = w[ids]
-        else:
-            vectors = _arrays.floats(q, "query")
-            if vectors.ndim not in (1, 2) or vectors.shape[-1] != self.dim:
-                raise ValueError(
-                    f"query vectors must have shape (D,) or (Q, D) with D={self.dim} (weight's embedding_dim), "
-                    f"got {vectors.shape}"
-                )
-            if not np.isfinite(vectors).all():
-                raise ValueError("query holds NaN or infinite values")
-            single = vectors.ndim == 1
-            vectors = vectors.reshape(-1, self.dim)
+        vectors, ids, single = query_vectors(self._weight, query)   # chapter 7's query forms
+        by_id = ids is not None
+        if not by_id and not np.isfinite(vectors).all():
+            raise ValueError("query holds NaN or infinite values")
         k = _checks.neighbors_k(k, self.size - (1 if by_id else 0))
 
         self._index.nprobe = nprobe

@@ -26,24 +26,8 @@ def nearest_neighbors(weight, query, k=5, *, metric="cosine"):
     """
     w = _arrays.weight(weight)
     _checks.metric(metric)
-    q = np.asarray(query)
-    by_id = np.issubdtype(q.dtype, np.integer) or q.dtype == np.bool_
-    if by_id:
-        ids = _arrays.indices(q, "query")
-        if ids.ndim > 1:
-            raise ValueError(f"query row ids must be a scalar or 1-D, got shape {ids.shape}")
-        _arrays.in_range(ids, w.shape[0], "query row")
-        vectors = w[ids.reshape(-1)]
-        single = ids.ndim == 0
-    else:
-        vectors = _arrays.floats(q, "query")
-        if vectors.ndim not in (1, 2) or vectors.shape[-1] != w.shape[1]:
-            raise ValueError(
-                f"query vectors must have shape (D,) or (Q, D) with D={w.shape[1]} (weight's embedding_dim), "
-                f"got {vectors.shape}"
-            )
-        single = vectors.ndim == 1
-        vectors = vectors.reshape(-1, w.shape[1])
+    vectors, ids, single = query_vectors(w, query)
+    by_id = ids is not None
     k = _checks.neighbors_k(k, w.shape[0] - (1 if by_id else 0))
 
     scores = pairwise_scores(vectors, w, metric)
@@ -53,6 +37,29 @@ def nearest_neighbors(weight, query, k=5, *, metric="cosine"):
     order = np.argsort(key, axis=1, kind="stable")[:, :k]
     best = np.take_along_axis(scores, order, axis=1)
     return Neighbors(order[0], best[0]) if single else Neighbors(order, best)
+
+
+def query_vectors(w: np.ndarray, query):
+    """A query as chapter 7's search takes it: ``(vectors (Q, D), ids (Q,) or None, single)``.
+
+    ``query`` is a row id, a 1-D array of row ids (``ids`` holds them; each row is left out of its
+    own answer), a vector ``(D,)`` or a matrix ``(Q, D)``; ``single`` says whether one query came in
+    (a scalar id or a vector). Shared with ``embedlib.retrieval.ApproximateIndex.search`` (chapter 14).
+    """
+    q = np.asarray(query)
+    if np.issubdtype(q.dtype, np.integer) or q.dtype == np.bool_:
+        ids = _arrays.indices(q, "query")
+        if ids.ndim > 1:
+            raise ValueError(f"query row ids must be a scalar or 1-D, got shape {ids.shape}")
+        _arrays.in_range(ids, w.shape[0], "query row")
+        return w[ids.reshape(-1)], ids.reshape(-1).astype(np.int64), ids.ndim == 0
+    vectors = _arrays.floats(q, "query")
+    if vectors.ndim not in (1, 2) or vectors.shape[-1] != w.shape[1]:
+        raise ValueError(
+            f"query vectors must have shape (D,) or (Q, D) with D={w.shape[1]} (weight's embedding_dim), "
+            f"got {vectors.shape}"
+        )
+    return vectors.reshape(-1, w.shape[1]), None, vectors.ndim == 1
 
 
 def pairwise_scores(q: np.ndarray, w: np.ndarray, metric: str) -> np.ndarray:
