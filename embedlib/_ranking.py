@@ -6,7 +6,7 @@ same errors with the same words, before computing anything.
 """
 from __future__ import annotations
 
-import operator
+from embedlib import _checks
 
 REDUCTIONS = ("mean", "none")
 
@@ -33,12 +33,7 @@ def shapes(ranked_shape: tuple, relevant_shape: tuple, gains_shape: tuple | None
 
 
 def k(value, ranked_columns: int) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"k must be an integer, got the bool {value!r}")
-    try:
-        k = operator.index(value)
-    except TypeError:
-        raise TypeError(f"k must be an integer, got {value!r} of type {type(value).__name__}") from None
+    k = _checks.count(value, "k")  # TypeError for bools and non-integers, ValueError below 0
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if k > ranked_columns:

@@ -167,6 +167,21 @@ def require_callable(fn, name: str) -> None:
         raise TypeError(f"pass your function itself, not {type(fn).__name__} (write {name}, not {name}())")
 
 
+def recording(fn, name: str):
+    """``(wrapper, outputs)``: ``wrapper`` calls ``fn`` and keeps what it returned in ``outputs``, for a
+    checker that inspects the results once their values are right (their dtype, say); it carries
+    ``fn``'s name into the report."""
+    outputs = []
+
+    def recorded(*args):
+        out = fn(*args)
+        outputs.append(out)
+        return out
+
+    recorded.__name__ = name
+    return recorded, outputs
+
+
 def run(name: str, fn: Callable, cases: Sequence[Case], *, summary: str, rtol: float = 1e-5,
         atol: float = 1e-6) -> CheckResult:
     """Run ``fn`` on every case; the first problem found is the report. ``summary`` says what was covered."""

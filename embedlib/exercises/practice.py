@@ -131,14 +131,7 @@ def check_pad_batch(fn, *, seed: int = 0) -> CheckResult:
                           exact=True, hint=_pad_hint(ids, off, pad)))
     name = _harness.name_of(fn)
     _harness.require_callable(fn, name)
-    outputs = []
-
-    def recorded(*args):  # keeps what fn returned, to check its dtype once the values are right
-        out = fn(*args)
-        outputs.append(out)
-        return out
-
-    recorded.__name__ = name
+    recorded, outputs = _harness.recording(fn, name)  # the dtype is checked once the values are right
     result = _harness.run(name, recorded, cases, summary="empty bags first, in the middle and last, "
                           "all bags empty, padding_idx 0 or past the last row")
     if result:

@@ -163,14 +163,7 @@ def check_quantize_rows(fn, bits: int = 8, *, seed: int = 0) -> CheckResult:
     _harness.require_callable(fn, name)
     cases = [Case(text, (w,), _q.quantize_rows(w, bits).data, names=("weight",), exact=True, hint=_hint(w, bits))
              for text, w in _tables(bits, seed)]
-    outputs = []
-
-    def recorded(*args):  # keeps what fn returned, to check its dtype once the values are right
-        out = fn(*args)
-        outputs.append(out)
-        return out
-
-    recorded.__name__ = name
+    recorded, outputs = _harness.recording(fn, name)  # the dtype is checked once the values are right
     result = _harness.run(name, recorded, cases, summary=f"{bits}-bit rows: constant rows, zeros, one column, "
                           "no rows, scales from 1e-3 to 100" + (", D not a multiple of the codes per byte"
                                                                 if bits < 8 else ""))
